@@ -1,0 +1,5 @@
+"""Coverage statistics: per-frame rows, per-scene ``coverage.json`` and the dataset ``coverage.parquet``."""
+
+from wai.coverage.stats import BASE_COLUMNS, depth_stats, empty_row, label_ratios
+
+__all__ = ["BASE_COLUMNS", "depth_stats", "empty_row", "label_ratios"]

@@ -1,0 +1,172 @@
+"""File codecs: RGB images, depth EXR, binary masks and label maps.
+
+This module is the one place that enables OpenEXR in OpenCV (``OPENCV_IO_ENABLE_OPENEXR``) before
+``cv2`` is imported; every other module gets ``cv2`` from here (``from wai.format.codecs import cv2``).
+
+Read functions return documented dtypes and shapes:
+
+========================  ==========================================  ===============================
+function                  returns                                     on disk
+========================  ==========================================  ===============================
+``read_image``            uint8 ``[H, W, 3]`` **RGB**                 JPEG or PNG, 8-bit
+``read_depth``            float32 ``[H, W]``, metres, 0 = no data     single-channel EXR (half/float)
+``read_mask``             bool ``[H, W]``                             8-bit PNG, 0 / 255 (``> 127``)
+``read_labels``           uint8 or uint16 ``[H, W]`` ids              8- or 16-bit PNG
+========================  ==========================================  ===============================
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")
+
+from pathlib import Path  # noqa: E402
+
+import cv2  # noqa: E402  (must follow the environment variable)
+import numpy as np  # noqa: E402
+
+from wai.errors import SceneNotFoundError, SchemaError  # noqa: E402
+
+__all__ = [
+    "cv2",
+    "DEPTH_PRECISIONS",
+    "FLOAT16_MAX",
+    "encode_image",
+    "encode_depth",
+    "encode_mask",
+    "encode_labels",
+    "read_image",
+    "read_depth",
+    "read_mask",
+    "read_labels",
+    "decode",
+]
+
+DEPTH_PRECISIONS = ("float16", "float32")
+#: Largest finite float16; depth beyond it cannot be stored in a half EXR.
+FLOAT16_MAX = 65504.0
+#: JPEG quality used for RGB (libjpeg-turbo q95: ~1.2 ms decode at 1242x375, see docs/performance.md).
+JPEG_QUALITY = 95
+#: PNG zlib level: 1 is 10-40x faster to encode than 9 for a few % more bytes (MapAnything uses 1 too).
+PNG_LEVEL = 1
+#: EXR compression. ZIP is what MapAnything writes and compresses sparse LiDAR depth best.
+EXR_COMPRESSION = cv2.IMWRITE_EXR_COMPRESSION_ZIP
+
+
+def _encode(ext: str, img: np.ndarray, params: list[int], what: str) -> bytes:
+    ok, buf = cv2.imencode(ext, img, params)
+    if not ok:
+        raise SchemaError(f"OpenCV could not encode {what} as {ext} (array {img.dtype} {img.shape})")
+    return buf.tobytes()
+
+
+def encode_image(rgb: np.ndarray, ext: str = ".jpg", quality: int = JPEG_QUALITY) -> bytes:
+    """Encode an RGB uint8 ``[H, W, 3]`` image as JPEG or PNG bytes."""
+    rgb = np.asarray(rgb)
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise SchemaError(f"RGB image must be uint8 [H, W, 3], got {rgb.dtype} {rgb.shape}")
+    bgr = np.ascontiguousarray(rgb[..., ::-1])
+    ext = ext.lower()
+    if ext in (".jpg", ".jpeg"):
+        return _encode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)], "RGB image")
+    if ext == ".png":
+        return _encode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, PNG_LEVEL], "RGB image")
+    raise SchemaError(f"unsupported image extension {ext!r}; expected .jpg or .png")
+
+
+def encode_depth(depth: np.ndarray, precision: str = "float16") -> bytes:
+    """Encode a depth map (metres, 0 = no data) as single-channel EXR bytes.
+
+    Raises ``SchemaError`` for NaN/inf or negative values (converters must clean them first: NaN is
+    never written) and, for ``float16``, for values above 65504.
+    """
+    if precision not in DEPTH_PRECISIONS:
+        raise SchemaError(f"depth precision {precision!r}; expected one of {DEPTH_PRECISIONS}")
+    d = np.asarray(depth)
+    if d.ndim != 2:
+        raise SchemaError(f"depth must be a 2-D [H, W] array, got shape {d.shape}")
+    d = d.astype(np.float32, copy=False)
+    if not np.all(np.isfinite(d)):
+        raise SchemaError("depth contains NaN or inf; store 0 where there is no data")
+    if d.size and d.min() < 0:
+        raise SchemaError(f"depth contains negative values (min {float(d.min())}); 0 means no data")
+    if precision == "float16" and d.size and d.max() > FLOAT16_MAX:
+        raise SchemaError(f"depth {float(d.max())} exceeds float16 range; use --depth-precision float32")
+    exr_type = cv2.IMWRITE_EXR_TYPE_HALF if precision == "float16" else cv2.IMWRITE_EXR_TYPE_FLOAT
+    params = [cv2.IMWRITE_EXR_TYPE, exr_type, cv2.IMWRITE_EXR_COMPRESSION, EXR_COMPRESSION]
+    return _encode(".exr", np.ascontiguousarray(d), params, "depth")
+
+
+def encode_mask(mask: np.ndarray) -> bytes:
+    """Encode a boolean ``[H, W]`` mask as an 8-bit PNG with values 0 and 255."""
+    m = np.asarray(mask)
+    if m.ndim != 2:
+        raise SchemaError(f"mask must be 2-D [H, W], got shape {m.shape}")
+    return _encode(".png", (m.astype(bool) * np.uint8(255)), [cv2.IMWRITE_PNG_COMPRESSION, PNG_LEVEL], "mask")
+
+
+def encode_labels(labels: np.ndarray) -> bytes:
+    """Encode a uint8 or uint16 ``[H, W]`` label map as PNG (ids unchanged)."""
+    lab = np.asarray(labels)
+    if lab.ndim != 2 or lab.dtype not in (np.uint8, np.uint16):
+        raise SchemaError(f"label map must be uint8/uint16 [H, W], got {lab.dtype} {lab.shape}")
+    return _encode(".png", np.ascontiguousarray(lab), [cv2.IMWRITE_PNG_COMPRESSION, PNG_LEVEL], "label map")
+
+
+def _imread(path: str | Path, flags: int, what: str) -> np.ndarray:
+    p = Path(path)
+    if not p.is_file():
+        raise SceneNotFoundError(f"missing {what} file: {p}")
+    img = cv2.imread(str(p), flags)
+    if img is None:
+        raise SchemaError(f"{p}: could not decode {what} (corrupt file or wrong extension)")
+    return img
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """uint8 ``[H, W, 3]`` RGB image (grey and RGBA inputs are converted)."""
+    img = _imread(path, cv2.IMREAD_COLOR, "image")
+    return np.ascontiguousarray(img[..., ::-1])
+
+
+def read_depth(path: str | Path) -> np.ndarray:
+    """float32 ``[H, W]`` depth from an EXR (the first channel if several)."""
+    d = _imread(path, cv2.IMREAD_UNCHANGED, "depth")
+    if d.ndim == 3:
+        d = d[..., 0]
+    return d.astype(np.float32, copy=False)
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """bool ``[H, W]`` mask (``value > 127``)."""
+    m = _imread(path, cv2.IMREAD_UNCHANGED, "mask")
+    if m.ndim == 3:
+        m = m[..., 0]
+    return m > 127
+
+
+def read_labels(path: str | Path) -> np.ndarray:
+    """uint8 or uint16 ``[H, W]`` label ids."""
+    lab = _imread(path, cv2.IMREAD_UNCHANGED, "label map")
+    if lab.ndim == 3:
+        lab = lab[..., 0]
+    return lab
+
+
+#: Modality ``format`` -> (reader, encoder). ``image`` encoders take the file extension.
+READERS = {"image": read_image, "depth": read_depth, "binary": read_mask, "labels": read_labels}
+FORMATS = ("image", "depth", "binary", "labels", "numpy")
+
+
+def decode(path: str | Path, fmt: str) -> np.ndarray:
+    """Read a modality file of the given ``format`` (``image``, ``depth``, ``binary``, ``labels``, ``numpy``)."""
+    if fmt == "numpy":
+        p = Path(path)
+        if not p.is_file():
+            raise SceneNotFoundError(f"missing numpy file: {p}")
+        arr = np.load(p)
+        return arr["arr_0"] if isinstance(arr, np.lib.npyio.NpzFile) else arr
+    if fmt not in READERS:
+        raise SchemaError(f"unknown modality format {fmt!r}; expected one of {FORMATS}")
+    return READERS[fmt](path)

@@ -1,0 +1,458 @@
+"""Scene writer and reader.
+
+``SceneWriter`` is the only code that writes a scene. Every file goes through ``wai.format.atomic``;
+``scene_meta.json`` is written last and ``_process_log.json`` records ``running`` -> ``finished`` /
+``failed`` (with the message), so a scene without ``scene_meta.json`` or whose log does not say
+``finished`` is incomplete and is redone on resume.
+
+``load_scene`` / ``load_frame`` read with WAI semantics (``frame_modalities`` lookup, regex modality
+names, ``<name>_fname`` keys) and cache parsed metadata per process, keyed by file and mtime.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import traceback
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from wai import FORMAT_VERSION, WAI_VERSION
+from wai.coverage.stats import depth_stats, empty_row, label_ratios
+from wai.errors import SceneNotFoundError, SchemaError
+from wai.format import atomic, codecs
+from wai.format.cameras import Camera
+from wai.format.conventions import (
+    CAMERA_CONVENTION,
+    DEPTH_TYPE_OF_MODEL,
+    PINHOLE,
+    SCALE_TYPES,
+    is_proper_rotation,
+)
+from wai.format.schema import NAME_PATTERN, Frame, ModalitySpec, SceneMeta
+
+SCENE_META = "scene_meta.json"
+PROCESS_LOG = "_process_log.json"
+COVERAGE_JSON = "coverage.json"
+STAGE = "conversion"
+RUNNING, FINISHED, FAILED = "running", "finished", "failed"
+
+#: Default directory and extension of each modality format.
+_EXT = {"depth": ".exr", "binary": ".png", "labels": ".png", "numpy": ".npy"}
+_NAME_RE = re.compile(NAME_PATTERN)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# --- process state -----------------------------------------------------------------------------
+
+
+def get_process_log(scene_dir: str | Path) -> dict[str, Any]:
+    """The scene's ``_process_log.json`` ({} when missing or unreadable)."""
+    import json
+
+    p = Path(scene_dir) / PROCESS_LOG
+    try:
+        data = json.loads(p.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def set_process_state(scene_dir: str | Path, state: str, message: str = "", stage: str = STAGE) -> None:
+    """Record ``state`` (running / finished / failed) of ``stage`` with a message and a timestamp."""
+    log = get_process_log(scene_dir)
+    log[stage] = {"state": state, "message": message, "date": _now()}
+    atomic.write_json(Path(scene_dir) / PROCESS_LOG, log)
+
+
+def scene_state(scene_dir: str | Path, stage: str = STAGE) -> str | None:
+    """``finished`` only when the log says so *and* ``scene_meta.json`` exists; else the logged state or None."""
+    entry = get_process_log(scene_dir).get(stage, {})
+    state = entry.get("state") if isinstance(entry, dict) else None
+    if state == FINISHED and not (Path(scene_dir) / SCENE_META).is_file():
+        return RUNNING
+    return state
+
+
+def is_complete(scene_dir: str | Path) -> bool:
+    """True when the scene finished converting (its files are all final)."""
+    return scene_state(scene_dir) == FINISHED
+
+
+# --- writer ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Modality:
+    """An array to write as a frame modality: ``fmt`` is ``depth``, ``binary``, ``labels`` or ``numpy``."""
+
+    fmt: str
+    data: np.ndarray
+    labels: str | None = None  # label-table name for ``labels``
+
+
+@dataclass
+class _State:
+    frames: list[Frame] = field(default_factory=list)
+    names: set[str] = field(default_factory=set)
+    modalities: dict[str, ModalitySpec] = field(default_factory=dict)
+    coverage: list[dict[str, Any]] = field(default_factory=list)
+
+
+class SceneWriter:
+    """Writes one scene. Use as a context manager::
+
+        with SceneWriter(out, "seq_0000_0099", "kitti360") as w:
+            w.add_frame("0000000001_00", camera, cam_to_world, image=rgb, depth=depth)
+
+    On success the scene's ``coverage.json``, then ``scene_meta.json``, then the ``finished`` state are
+    written; on an exception the state becomes ``failed`` with the traceback and the exception propagates.
+    An existing scene directory is removed first when ``overwrite`` is true or when it is incomplete; a
+    complete one raises ``FileExistsError`` (the converter base class decides what to skip).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        scene_name: str,
+        dataset_name: str,
+        *,
+        camera_model: str = PINHOLE,
+        scale_type: str = "metric",
+        depth_precision: str = "float16",
+        image_ext: str = ".jpg",
+        overwrite: bool = False,
+        source: dict[str, Any] | None = None,
+    ) -> None:
+        if not _NAME_RE.match(scene_name):
+            raise SchemaError(f"scene name {scene_name!r} may only contain letters, digits, '_', '.', '-'")
+        if scale_type not in SCALE_TYPES:
+            raise SchemaError(f"scale_type {scale_type!r}; expected one of {SCALE_TYPES}")
+        if depth_precision not in codecs.DEPTH_PRECISIONS:
+            raise SchemaError(f"depth precision {depth_precision!r}; expected one of {codecs.DEPTH_PRECISIONS}")
+        self.root = Path(root)
+        self.dir = self.root / scene_name
+        self.scene_name = scene_name
+        self.dataset_name = dataset_name
+        self.camera_model = camera_model
+        self.scale_type = scale_type
+        self.depth_precision = depth_precision
+        self.image_ext = image_ext
+        self.overwrite = overwrite
+        self.source: dict[str, Any] = dict(source or {})
+        self.applied_transforms: dict[str, np.ndarray] = {}
+        self.filters: dict[str, Any] | None = None
+        self.label_tables: dict[str, dict[str, str]] = {}
+        self.scene_modalities: dict[str, Any] = {}
+        self._s = _State()
+        self._open = False
+
+    # -- lifecycle --
+    def __enter__(self) -> SceneWriter:
+        if self.dir.exists():
+            if is_complete(self.dir) and not self.overwrite:
+                raise FileExistsError(f"{self.dir} is already converted; pass overwrite=True to redo it")
+            shutil.rmtree(self.dir)
+        self.dir.mkdir(parents=True)
+        set_process_state(self.dir, RUNNING)
+        self._open = True
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        self._open = False
+        if exc is not None:
+            msg = "".join(traceback.format_exception(exc_type, exc, tb))
+            set_process_state(self.dir, FAILED, msg)
+            return False
+        try:
+            self._finish()
+        except BaseException as e:
+            set_process_state(self.dir, FAILED, "".join(traceback.format_exception(type(e), e, e.__traceback__)))
+            raise
+        return False
+
+    # -- declarations --
+    def add_transform(self, name: str, matrix: np.ndarray) -> None:
+        """Record a transform applied to source poses or the world frame (``_applied_transforms``)."""
+        self.applied_transforms[name] = np.asarray(matrix, dtype=np.float64)
+
+    def add_label_table(self, name: str, table: dict[int, str]) -> None:
+        """Declare an id table (id -> class name) referenced by ``labels`` modalities."""
+        self.label_tables[name] = {str(int(k)): str(v) for k, v in sorted(table.items())}
+
+    def set_filters(self, filters: dict[str, Any]) -> None:
+        """Record what was filtered and with which thresholds."""
+        self.filters = dict(filters)
+
+    # -- frames --
+    def _path(self, modality: str, frame_name: str, ext: str) -> str:
+        d = "images" if modality == "image" else modality
+        return f"{d}/{frame_name}{ext}"
+
+    def _declare(self, name: str, fmt: str, labels: str | None = None) -> None:
+        spec = ModalitySpec(frame_key=name, format=fmt, labels=labels)
+        old = self._s.modalities.get(name)
+        if old is not None and old != spec:
+            raise SchemaError(f"modality {name!r} declared as {old} and then as {spec}")
+        self._s.modalities[name] = spec
+
+    def add_frame(
+        self,
+        frame_name: str,
+        camera: Camera,
+        cam_to_world: np.ndarray,
+        *,
+        image: np.ndarray | str | Path,
+        depth: np.ndarray | None = None,
+        modalities: dict[str, Modality] | None = None,
+        extras: dict[str, Any] | None = None,
+        coverage: dict[str, Any] | None = None,
+    ) -> Frame:
+        """Write one frame's files and record its metadata and coverage row.
+
+        ``image`` is an RGB uint8 ``[H, W, 3]`` array (encoded with ``image_ext``) or the path of an
+        existing JPEG/PNG, copied unchanged (its extension is kept, so name and content agree).
+        ``depth`` is metres (0 = no data) of the camera's depth type. ``coverage`` adds or overrides
+        columns of the frame's coverage row (e.g. ``n_points_projected``).
+        """
+        if not self._open:
+            raise RuntimeError("SceneWriter.add_frame called outside its `with` block")
+        if not _NAME_RE.match(frame_name):
+            raise SchemaError(f"frame name {frame_name!r} may only contain letters, digits, '_', '.', '-'")
+        if frame_name in self._s.names:
+            raise SchemaError(f"duplicate frame name {frame_name!r} in scene {self.scene_name}")
+        T = np.asarray(cam_to_world, dtype=np.float64)
+        if T.shape != (4, 4) or not is_proper_rotation(T[:3, :3]) or not np.all(np.isfinite(T)):
+            raise SchemaError(f"frame {frame_name}: cam_to_world must be a finite 4x4 with a proper rotation")
+        hw = (camera.h, camera.w)
+
+        if isinstance(image, (str, Path)):
+            src = Path(image)
+            ext = src.suffix.lower()
+            if ext not in (".jpg", ".jpeg", ".png"):
+                raise SchemaError(f"{src}: image must be .jpg or .png to be copied")
+            img_rel = self._path("image", frame_name, ".jpg" if ext == ".jpeg" else ext)
+            atomic.copy_file(src, self.dir / img_rel)
+        else:
+            if image.shape[:2] != hw:
+                raise SchemaError(f"frame {frame_name}: image {image.shape[:2]} != camera (h, w) {hw}")
+            img_rel = self._path("image", frame_name, self.image_ext)
+            atomic.write_bytes(self.dir / img_rel, codecs.encode_image(image, self.image_ext))
+        self._declare("image", "image")
+
+        mods: dict[str, Modality] = {}
+        if depth is not None:
+            mods["depth"] = Modality("depth", depth)
+        mods.update(modalities or {})
+        paths: dict[str, str] = {}
+        row = empty_row(self.dataset_name, self.scene_name, frame_name, camera.w, camera.h)
+        row.update(depth_stats(depth))
+        for name, m in mods.items():
+            if m.data.shape[:2] != hw:
+                raise SchemaError(f"frame {frame_name}: modality {name} {m.data.shape[:2]} != camera (h, w) {hw}")
+            rel = self._path(name, frame_name, _EXT[m.fmt])
+            if m.fmt == "depth":
+                data = codecs.encode_depth(m.data, self.depth_precision)
+                if name != "depth":
+                    row[f"{name}_valid_ratio"] = float(np.count_nonzero(m.data > 0) / m.data.size)
+            elif m.fmt == "binary":
+                data = codecs.encode_mask(m.data)
+                ratio = float(np.count_nonzero(m.data) / m.data.size)
+                row[f"{name}_ratio"] = ratio
+                if row["mask_ratio"] is None:
+                    row["mask_ratio"] = ratio
+            elif m.fmt == "labels":
+                data = codecs.encode_labels(m.data)
+                if m.labels is not None and m.labels not in self.label_tables:
+                    raise SchemaError(f"modality {name}: label table {m.labels!r} not declared (add_label_table)")
+                if name == "semantic":
+                    row["semantic_ratios"] = label_ratios(m.data, self.label_tables.get(m.labels or ""))
+            elif m.fmt == "numpy":
+                atomic.write_npy(self.dir / rel, m.data)
+                data = None
+            else:
+                raise SchemaError(f"modality {name}: unknown format {m.fmt!r}")
+            if data is not None:
+                atomic.write_bytes(self.dir / rel, data)
+            self._declare(name, m.fmt, m.labels)
+            paths[name] = rel
+        row.update(coverage or {})
+
+        cam_d = camera.to_dict()
+        frame = Frame(
+            frame_name=frame_name, file_path=img_rel, image=img_rel, transform_matrix=T.tolist(),
+            w=camera.w, h=camera.h, fl_x=camera.fl_x, fl_y=camera.fl_y, cx=camera.cx, cy=camera.cy,
+            camera_model=None if cam_d["camera_model"] == self.camera_model else cam_d["camera_model"],
+            modalities=paths, extras=dict(extras or {}),
+        )
+        self._s.frames.append(frame)
+        self._s.names.add(frame_name)
+        self._s.coverage.append(row)
+        return frame
+
+    def drop_frame(self, frame_name: str, reason: str, width: int = 0, height: int = 0, **columns: Any) -> None:
+        """Record a frame that is not written, with the reason (it appears in the coverage table)."""
+        row = empty_row(self.dataset_name, self.scene_name, frame_name, width, height)
+        row.update(columns)
+        row.update(selected=False, drop_reason=reason)
+        self._s.coverage.append(row)
+
+    @property
+    def coverage_rows(self) -> list[dict[str, Any]]:
+        """Coverage rows recorded so far (written frames and dropped ones)."""
+        return list(self._s.coverage)
+
+    @property
+    def n_frames(self) -> int:
+        """Number of frames written so far."""
+        return len(self._s.frames)
+
+    def _finish(self) -> None:
+        models = {f.camera_model or self.camera_model for f in self._s.frames} or {self.camera_model}
+        if len(models) > 1 and "depth" in self._s.modalities:
+            raise SchemaError(f"scene {self.scene_name}: frames mix camera models {sorted(models)} "
+                              "but one scene has one depth_type; write them as separate scenes")
+        meta = SceneMeta(
+            scene_name=self.scene_name, dataset_name=self.dataset_name, version=WAI_VERSION,
+            format_version=FORMAT_VERSION, last_modified=_now(), camera_convention=CAMERA_CONVENTION,
+            camera_model=self.camera_model, shared_intrinsics=False, scale_type=self.scale_type,
+            depth_type=DEPTH_TYPE_OF_MODEL[models.pop()], frames=list(self._s.frames),
+            frame_modalities=dict(self._s.modalities), scene_modalities=dict(self.scene_modalities),
+            applied_transforms={k: v.tolist() for k, v in self.applied_transforms.items()},
+            source=self.source, filters=self.filters, label_tables=self.label_tables,
+        )
+        atomic.write_json(self.dir / COVERAGE_JSON, {"scene": self.scene_name, "frames": self._s.coverage})
+        atomic.write_json(self.dir / SCENE_META, meta.to_dict())
+        set_process_state(self.dir, FINISHED, f"{len(self._s.frames)} frames written")
+
+
+def update_scene_modalities(scene_dir: str | Path, entries: dict[str, Any]) -> None:
+    """Add scene-level modality entries (e.g. covisibility) to an existing ``scene_meta.json`` atomically."""
+    import json
+
+    p = Path(scene_dir) / SCENE_META
+    meta = json.loads(p.read_text())
+    meta.setdefault("scene_modalities", {}).update(entries)
+    meta["last_modified"] = _now()
+    atomic.write_json(p, meta)
+    _CACHE.pop(str(p), None)
+
+
+# --- reader ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scene:
+    """A parsed scene: its directory, raw metadata dict and the frame-name index."""
+
+    path: Path
+    meta: dict[str, Any]
+    frame_names: dict[str, int]
+
+    @property
+    def frames(self) -> list[dict[str, Any]]:
+        """Frame dicts in stored order."""
+        return self.meta["frames"]
+
+    def frame(self, key: int | str) -> dict[str, Any]:
+        """Frame dict by index or name."""
+        if isinstance(key, str):
+            if key not in self.frame_names:
+                raise SceneNotFoundError(f"{self.path / SCENE_META}: no frame named {key!r}")
+            key = self.frame_names[key]
+        return self.frames[key]
+
+    def camera(self, key: int | str) -> Camera:
+        """The frame's camera model and intrinsics."""
+        return Camera.from_frame(self.frame(key), self.meta.get("camera_model", PINHOLE))
+
+    def pose(self, key: int | str) -> np.ndarray:
+        """The frame's 4x4 camera-to-world matrix (float64)."""
+        return np.asarray(self.frame(key)["transform_matrix"], dtype=np.float64)
+
+
+_CACHE: dict[str, tuple[float, Scene]] = {}
+
+
+def load_scene(path: str | Path, validate: bool = False) -> Scene:
+    """Parse ``<path>/scene_meta.json`` (cached per process by path and mtime).
+
+    With ``validate`` the dict is checked against the schema and a ``SchemaError`` lists every problem.
+    """
+    import json
+
+    p = Path(path)
+    meta_path = p / SCENE_META if p.is_dir() or not p.name.endswith(".json") else p
+    try:
+        mtime = meta_path.stat().st_mtime_ns
+    except OSError as e:
+        raise SceneNotFoundError(f"no scene at {p}: {meta_path} is missing (is the scene converted?)") from e
+    hit = _CACHE.get(str(meta_path))
+    if hit is not None and hit[0] == mtime:
+        return hit[1]
+    try:
+        meta = json.loads(meta_path.read_text())
+    except ValueError as e:
+        raise SchemaError(f"{meta_path}: not valid JSON ({e})") from e
+    if validate:
+        SceneMeta.from_dict(meta, str(meta_path))
+    if not isinstance(meta, dict) or not isinstance(meta.get("frames"), list):
+        raise SchemaError(f"{meta_path}: expected an object with a `frames` list")
+    names = {str(f.get("frame_name")): i for i, f in enumerate(meta["frames"])}
+    scene = Scene(meta_path.parent, meta, names)
+    _CACHE[str(meta_path)] = (mtime, scene)
+    return scene
+
+
+def _resolve_modalities(meta: dict[str, Any], wanted: Iterable[str]) -> list[tuple[str, dict[str, Any]]]:
+    mods = meta.get("frame_modalities", {})
+    out: list[tuple[str, dict[str, Any]]] = []
+    for w in wanted:
+        if w in mods:
+            out.append((w, mods[w]))
+            continue
+        if any(c in w for c in ".|*+?()[]{}^$\\"):  # a regex: first match, as WAI does
+            match = next((k for k in mods if re.fullmatch(w, k)), None)
+            if match is not None:
+                out.append((match, mods[match]))
+                continue
+        raise SchemaError(f"scene {meta.get('scene_name')}: no frame modality {w!r}; has {sorted(mods)}")
+    return out
+
+
+def load_frame(
+    scene: Scene | str | Path, frame: int | str, modalities: str | Iterable[str] | None = None
+) -> dict[str, Any]:
+    """Load one frame with WAI semantics.
+
+    Returns ``frame_name``, ``frame_idx``, ``camera_model``, ``w``, ``h``, ``intrinsics`` (3x3 float32),
+    ``extrinsics`` (4x4 camera-to-world float32) and, for each requested modality (default: all),
+    ``<name>`` (decoded array: image uint8 ``[H, W, 3]`` RGB, depth float32 ``[H, W]``, masks bool,
+    labels uint8/uint16) and ``<name>_fname`` (its path).
+    """
+    sc = scene if isinstance(scene, Scene) else load_scene(scene)
+    fr = sc.frame(frame)
+    idx = frame if isinstance(frame, int) else sc.frame_names[frame]
+    cam = Camera.from_frame(fr, sc.meta.get("camera_model", PINHOLE))
+    out: dict[str, Any] = {
+        "frame_name": fr["frame_name"], "frame_idx": idx, "camera_model": cam.model, "w": cam.w, "h": cam.h,
+        "intrinsics": cam.K.astype(np.float32), "extrinsics": sc.pose(idx).astype(np.float32),
+    }
+    wanted = list(sc.meta.get("frame_modalities", {})) if modalities is None else (
+        [modalities] if isinstance(modalities, str) else list(modalities))
+    for name, spec in _resolve_modalities(sc.meta, wanted):
+        key = spec.get("frame_key", name)
+        if key not in fr:
+            raise SchemaError(f"{sc.path / SCENE_META}: frame {fr['frame_name']} has no `{key}` path")
+        fpath = sc.path / fr[key]
+        out[name] = codecs.decode(fpath, spec.get("format", "image"))
+        out[f"{name}_fname"] = fpath
+    return out
