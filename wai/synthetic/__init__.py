@@ -1,0 +1,21 @@
+"""Procedural ground truth: a 3D world, camera/LiDAR simulation and fake raw datasets per source.
+
+``FAKES`` maps each registered source to its fake-data factory ``make_fake(root, ...) -> FakeInfo``,
+imported lazily (the conformance test runs every registered converter on its fake).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+FAKES: dict[str, str] = {
+    "synthetic": "wai.synthetic.raw_synthetic:make_fake",
+}
+
+
+def get_fake(name: str) -> Callable[..., Any]:
+    """The fake-data factory of source ``name``."""
+    mod, _, fn = FAKES[name].partition(":")
+    return getattr(importlib.import_module(mod), fn)

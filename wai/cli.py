@@ -1,0 +1,212 @@
+"""Command-line entry points. This module only parses arguments and calls the library.
+
+* ``wai-convert SOURCE --input RAW --output OUT [options]`` (one subcommand per registered source,
+  imported lazily so ``--help`` stays fast), plus ``wai-convert covisibility OUT``;
+* ``wai-validate PATH [--json] [--strict]``;
+* ``wai-report OUT [OUT ...] [--html FILE] [--markdown FILE]``;
+* ``wai-demo [OUT]``: the end-to-end demo on built-in data.
+
+A ``WaiError`` becomes a one-paragraph message and exit code 1; usage errors exit 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import typing
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import click
+
+from wai.converters import REGISTRY
+from wai.errors import MissingDependencyError, WaiError
+
+#: Extra ``wai-convert`` subcommands that are not sources: name -> "module:function" returning a click command.
+EXTRA_COMMANDS: dict[str, str] = {
+    "covisibility": "wai.loaders.covisibility:click_command",
+}
+
+
+def _fail(e: WaiError) -> typing.NoReturn:
+    raise click.ClickException(f"{type(e).__name__}: {e}")
+
+
+def _py_type(tp: Any) -> type:
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    base = args[0] if args else tp
+    return base if base in (int, float, str, bool) else str
+
+
+def _source_options(opts_cls: type) -> list[click.Option]:
+    from wai.converters.base import option_fields
+
+    hints = typing.get_type_hints(opts_cls)
+    out = []
+    for name, default, help_text, choices in option_fields(opts_cls):
+        flag = "--" + name.replace("_", "-")
+        tp = _py_type(hints.get(name, str))
+        if tp is bool:
+            out.append(click.Option([f"{flag}/--no-{flag[2:]}", name], default=bool(default), show_default=True,
+                                    help=help_text))
+        else:
+            ctype = click.Choice(list(choices)) if choices else tp
+            dflt = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else default
+            out.append(click.Option([flag, name], type=ctype, default=dflt, show_default=dflt is not None,
+                                    help=help_text))
+    return out
+
+
+def _shared_options() -> list[click.Option]:
+    from wai.converters.base import default_workers
+
+    return [
+        click.Option(["--input", "-i", "input_root"], required=True, type=click.Path(path_type=Path),
+                     help="root of the raw dataset (never written to)"),
+        click.Option(["--output", "-o", "output"], required=True, type=click.Path(path_type=Path),
+                     help="output dataset root"),
+        click.Option(["--scenes"], default=None, help="comma-separated scene names, or a regex matched in full"),
+        click.Option(["--limit"], type=int, default=None, help="convert at most this many scenes"),
+        click.Option(["--workers", "-j"], type=int, default=default_workers(), show_default=True,
+                     help="worker processes (one scene per task)"),
+        click.Option(["--overwrite"], is_flag=True, help="redo scenes that are already converted"),
+        click.Option(["--resume/--no-resume"], default=True, show_default=True,
+                     help="skip scenes whose state is finished, redo the rest"),
+        click.Option(["--dry-run"], is_flag=True, help="list the scenes that would be converted and stop"),
+        click.Option(["--check-raw"], is_flag=True,
+                     help="verify the raw layout first; report every missing or malformed file and stop on any"),
+        click.Option(["--depth-precision"], type=click.Choice(["float16", "float32"]), default="float16",
+                     show_default=True, help="EXR depth precision"),
+        click.Option(["--shard"], default=None, help="i/n: convert every n-th scene starting at i (SLURM arrays)"),
+        click.Option(["--executor"], type=click.Choice(["process", "ray"]), default="process", show_default=True,
+                     help="process pool on this node, or Ray tasks"),
+        click.Option(["--ray-address"], default=None, help="Ray cluster address (default: start a local Ray)"),
+        click.Option(["-v", "--verbose"], count=True, help="more logging"),
+        click.Option(["-q", "--quiet"], is_flag=True, help="no progress bars"),
+    ]
+
+
+def _make_source_command(name: str) -> click.Command:
+    from wai.converters import get_converter
+
+    entry = REGISTRY[name]
+    try:
+        conv_cls = get_converter(name)
+    except MissingDependencyError as e:
+        err = e
+
+        @click.command(name=name, help=f"{entry.summary} [NOT INSTALLED: {err}]",
+                       context_settings={"ignore_unknown_options": True})
+        @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+        def missing(args: tuple[str, ...]) -> None:
+            _fail(err)
+
+        return missing
+
+    def callback(**kw: Any) -> None:
+        from wai.converters.base import RunOptions, run_conversion
+
+        logging.basicConfig(level=logging.WARNING - 10 * kw.pop("verbose"), format="%(levelname)s %(message)s")
+        quiet = kw.pop("quiet")
+        input_root, output = kw.pop("input_root"), kw.pop("output")
+        run_keys = {f.name for f in fields(RunOptions)}
+        run = RunOptions(**{k: kw.pop(k) for k in list(kw) if k in run_keys}, progress=not quiet)
+        try:
+            conv = conv_cls(input_root, conv_cls.Options(**kw))
+            result = run_conversion(conv, output, run)
+        except WaiError as e:
+            _fail(e)
+        if run.dry_run:
+            click.echo(f"{len(result.planned)} scene(s) would be converted:")
+            for n in result.planned:
+                click.echo(f"  {n}")
+            return
+        done = [r for r in result.results if r.status == "finished"]
+        skipped = [r for r in result.results if r.status == "skipped"]
+        click.echo(f"{name}: {len(done)} scene(s) converted ({sum(r.n_frames for r in done)} frames, "
+                   f"{sum(r.n_dropped for r in done)} dropped), {len(skipped)} already complete, "
+                   f"{len(result.failed)} failed -> {output}")
+        for r in result.failed:
+            click.echo(f"  FAILED {r.name}: {(r.error or '').splitlines()[0]}", err=True)
+        if result.failed:
+            click.echo(f"  tracebacks: {output}/<scene>/_process_log.json; rerun to retry failed scenes", err=True)
+            sys.exit(1)
+
+    params = _shared_options() + _source_options(conv_cls.Options)
+    return click.Command(name, callback=callback, params=params, help=f"Convert {entry.summary}.")
+
+
+class _ConvertGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(REGISTRY) + sorted(EXTRA_COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in REGISTRY:
+            return _make_source_command(cmd_name)
+        if cmd_name in EXTRA_COMMANDS:
+            import importlib
+
+            mod, _, fn = EXTRA_COMMANDS[cmd_name].partition(":")
+            try:
+                return getattr(importlib.import_module(mod), fn)()
+            except (ImportError, AttributeError):
+                return None
+        return None
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Listing must not import converter modules (fast --help, missing extras stay listed).
+        rows = [(n, e.summary + (f"  [extra: wai[{e.extra}]]" if e.extra else "")) for n, e in sorted(REGISTRY.items())]
+        rows += [("covisibility", "compute pairwise covisibility of converted scenes")]
+        with formatter.section("Sources and commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=_ConvertGroup, help="Convert a raw dataset into the canonical wai scene format.")
+@click.version_option(package_name="wai")
+def convert_main() -> None:
+    """``wai-convert``."""
+
+
+@click.command(help="Validate converted scenes or datasets (exit 0 clean, 1 errors found, 2 usage error).")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="machine-readable JSON report (stable keys)")
+@click.option("--strict", is_flag=True, help="warnings count as errors")
+@click.option("--no-geometry", is_flag=True, help="skip the depth-reprojection check")
+def validate_main(path: Path, as_json: bool, strict: bool, no_geometry: bool) -> None:
+    """``wai-validate``."""
+    from wai.validation import run_cli
+
+    try:
+        code = run_cli(str(path), as_json=as_json, strict=strict, geometry=not no_geometry)
+    except WaiError as e:
+        _fail(e)
+    sys.exit(code)
+
+
+@click.command(help="Coverage report of one or several converted datasets.")
+@click.argument("roots", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--html", "html", type=click.Path(path_type=Path), default=None,
+              help="write a self-contained HTML report")
+@click.option("--markdown", "markdown", type=click.Path(path_type=Path), default=None, help="write a Markdown summary")
+def report_main(roots: tuple[Path, ...], html: Path | None, markdown: Path | None) -> None:
+    """``wai-report``."""
+    from wai.coverage.report import run_report
+
+    try:
+        click.echo(run_report(list(roots), html=html, markdown=markdown))
+    except WaiError as e:
+        _fail(e)
+
+
+@click.command(help="Run the end-to-end demo: fake raw data for every source -> convert -> validate -> report.")
+@click.argument("out", type=click.Path(path_type=Path), default=Path("demo_out"))
+@click.option("--workers", "-j", type=int, default=2, show_default=True)
+def demo_main(out: Path, workers: int) -> None:
+    """``wai-demo``."""
+    from wai.demo import run_demo
+
+    try:
+        sys.exit(run_demo(out, workers=workers))
+    except WaiError as e:
+        _fail(e)

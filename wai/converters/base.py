@@ -1,0 +1,465 @@
+"""The converter contract and the control flow every source shares.
+
+A source module subclasses ``Converter`` and says only how to read its source:
+
+* ``iter_scenes()`` lists the work (deterministic order, no pixel decoding);
+* ``convert_scene(scene, writer)`` emits frames through a ``SceneWriter``;
+* optionally ``check_scene(scene)`` lists missing or malformed raw files for ``--check-raw``.
+
+``run_conversion`` owns everything else: scene selection (``--scenes``, ``--shard``, ``--limit``),
+resume/overwrite state, failure isolation (one failing scene never stops the run), worker pools,
+progress, statistics, and the dataset-level outputs ``_meta/manifest.json``, ``_meta/coverage.parquet``
+and the WAI scene lists ``_meta/<split>/<dataset>_scene_list_<split>.npy``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+import traceback
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from wai import __version__
+from wai.errors import SourceLayoutError, SourceNotFoundError, WaiError
+from wai.format import atomic
+from wai.format.conventions import PINHOLE
+from wai.format.scene import COVERAGE_JSON, FAILED, FINISHED, SceneWriter, get_process_log, is_complete
+
+log = logging.getLogger("wai.convert")
+
+META_DIR = "_meta"
+MANIFEST = "manifest.json"
+COVERAGE_PARQUET = "coverage.parquet"
+
+
+def option(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:  # noqa: A002
+    """A converter option: becomes ``--<name-with-dashes>`` on the CLI with this help text."""
+    meta = {"help": help, "choices": choices}
+    if isinstance(default, (list, dict, set)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class ConverterOptions:
+    """Base of the per-source options dataclass. Each field (declared with ``option``) is a CLI option."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Options as JSON-able values (recorded in ``scene_meta.source`` and the manifest)."""
+        return json.loads(json.dumps(asdict(self), default=str))
+
+
+@dataclass(frozen=True)
+class SceneRef:
+    """One unit of work: an output scene. ``data`` is converter-private and must be picklable."""
+
+    name: str
+    split: str = "train"
+    data: Any = None
+    n_frames: int | None = None
+
+
+@dataclass
+class RunOptions:
+    """Options shared by every source (``wai-convert SOURCE --help`` lists them)."""
+
+    scenes: str | None = None
+    limit: int | None = None
+    workers: int = 1
+    overwrite: bool = False
+    resume: bool = True
+    dry_run: bool = False
+    check_raw: bool = False
+    depth_precision: str = "float16"
+    shard: str | None = None
+    executor: str = "process"
+    ray_address: str | None = None
+    progress: bool = True
+
+
+@dataclass
+class SceneResult:
+    """What happened to one scene."""
+
+    name: str
+    split: str
+    status: str  # finished | failed | skipped
+    n_frames: int = 0
+    n_dropped: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunResult:
+    """The outcome of ``run_conversion``."""
+
+    output: Path
+    results: list[SceneResult]
+    planned: list[str]
+    manifest: dict[str, Any] | None = None
+
+    @property
+    def failed(self) -> list[SceneResult]:
+        """Scenes that failed in this run."""
+        return [r for r in self.results if r.status == FAILED]
+
+    @property
+    def ok(self) -> bool:
+        """True when no scene failed."""
+        return not self.failed
+
+
+class Converter(ABC):
+    """Base class of a source converter. Subclasses set the class attributes and two methods."""
+
+    #: CLI name (``wai-convert <name>``) and the ``dataset_name`` written into scenes.
+    name: ClassVar[str]
+    #: Modalities every converted scene provides (checked by the conformance test).
+    provides: ClassVar[frozenset[str]] = frozenset({"image", "depth"})
+    #: The per-source options dataclass.
+    Options: ClassVar[type[ConverterOptions]] = ConverterOptions
+    camera_model: ClassVar[str] = PINHOLE
+    scale_type: ClassVar[str] = "metric"
+    image_ext: ClassVar[str] = ".jpg"
+
+    def __init__(self, input_root: str | Path, options: ConverterOptions | None = None) -> None:
+        self.root = Path(input_root)
+        self.options = options if options is not None else self.Options()
+        if not self.root.is_dir():
+            raise SourceNotFoundError(
+                f"raw {self.name} dataset not found: {self.root} is not a directory; pass --input <raw root>"
+            )
+
+    @abstractmethod
+    def iter_scenes(self) -> Iterator[SceneRef]:
+        """Yield the scenes in deterministic order; list files only, never decode pixels."""
+
+    @abstractmethod
+    def convert_scene(self, scene: SceneRef, writer: SceneWriter) -> dict[str, Any] | None:
+        """Write one scene's frames; raise a ``WaiError`` naming the file on bad input.
+
+        May return a small JSON-able summary that is stored in the manifest (e.g. sampling counts).
+        """
+
+    def check_scene(self, scene: SceneRef) -> list[str]:
+        """Problems with the raw files of one scene (``--check-raw``); each names the file. Default: none."""
+        return []
+
+    def writer_options(self, scene: SceneRef) -> dict[str, Any]:
+        """Keyword arguments for this scene's ``SceneWriter`` (camera model, scale type, image extension)."""
+        return {"camera_model": self.camera_model, "scale_type": self.scale_type, "image_ext": self.image_ext}
+
+    def source_info(self, scene: SceneRef) -> dict[str, Any]:
+        """Provenance recorded in ``scene_meta.source``."""
+        return {
+            "dataset": self.name,
+            "root": str(self.root.resolve()),
+            "converter": f"wai.converters.{self.name}",
+            "converter_version": __version__,
+            "options": self.options.to_dict(),
+        }
+
+
+# --- scene selection ------------------------------------------------------------------------------
+
+
+def select_scenes(scenes: list[SceneRef], opts: RunOptions) -> list[SceneRef]:
+    """Apply ``--scenes`` (comma-separated names, or a regex matched in full), ``--shard i/n`` and ``--limit``."""
+    out = scenes
+    if opts.scenes:
+        names = [s.strip() for s in opts.scenes.split(",") if s.strip()]
+        known = {s.name for s in scenes}
+        if all(n in known for n in names):
+            out = [s for s in out if s.name in names]
+        else:
+            try:
+                pattern = re.compile(opts.scenes)
+            except re.error as e:
+                raise WaiError(f"--scenes {opts.scenes!r} is neither known scene names nor a valid regex: {e}") from e
+            out = [s for s in out if pattern.fullmatch(s.name)]
+            if not out:
+                raise WaiError(f"--scenes {opts.scenes!r} matches no scene; available: "
+                               f"{', '.join(s.name for s in scenes[:20])}{' ...' if len(scenes) > 20 else ''}")
+    if opts.shard:
+        m = re.fullmatch(r"(\d+)/(\d+)", opts.shard)
+        if not m or not (0 <= int(m.group(1)) < int(m.group(2))):
+            raise WaiError(f"--shard {opts.shard!r}: expected i/n with 0 <= i < n, e.g. 0/4")
+        i, n = int(m.group(1)), int(m.group(2))
+        out = out[i::n]
+    if opts.limit is not None:
+        out = out[: opts.limit]
+    return out
+
+
+# --- one scene (runs in a worker) -----------------------------------------------------------------
+
+
+def convert_one(
+    converter: Converter, scene: SceneRef, output: Path, depth_precision: str, overwrite: bool
+) -> SceneResult:
+    """Convert one scene, isolating failures: the result says ``failed`` with the traceback."""
+    t0 = time.perf_counter()
+    try:
+        with SceneWriter(
+            output, scene.name, converter.name, depth_precision=depth_precision, overwrite=overwrite,
+            source=converter.source_info(scene), **converter.writer_options(scene),
+        ) as writer:
+            summary = converter.convert_scene(scene, writer) or {}
+            n_frames = writer.n_frames
+            n_dropped = sum(1 for r in writer.coverage_rows if not r.get("selected", True))
+            if n_frames == 0:
+                raise ValueError(f"scene {scene.name}: no frame was written ({n_dropped} dropped); "
+                                 "check the drop reasons in coverage.json")
+        return SceneResult(scene.name, scene.split, FINISHED, n_frames, n_dropped,
+                           time.perf_counter() - t0, summary=summary)
+    except Exception as e:  # noqa: BLE001 - isolate any failure of one scene, record it with its traceback
+        tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+        return SceneResult(scene.name, scene.split, FAILED, seconds=time.perf_counter() - t0,
+                           error=f"{type(e).__name__}: {e}\n{tb}")
+
+
+def _worker(args: tuple[Any, ...]) -> SceneResult:
+    cls_path, root, opts, scene, output, precision, overwrite = args
+    from wai.converters import load_class
+
+    conv = load_class(cls_path)(root, opts)
+    return convert_one(conv, scene, output, precision, overwrite)
+
+
+# --- the run --------------------------------------------------------------------------------------
+
+
+def check_raw(converter: Converter, scenes: list[SceneRef]) -> list[str]:
+    """Every raw-layout problem of the selected scenes (empty when the layout is complete)."""
+    problems: list[str] = []
+    for s in scenes:
+        try:
+            problems.extend(converter.check_scene(s))
+        except WaiError as e:
+            problems.append(str(e))
+    return problems
+
+
+def run_conversion(converter: Converter, output: str | Path, opts: RunOptions | None = None) -> RunResult:
+    """Convert the selected scenes of ``converter`` into ``output`` and write the dataset-level outputs."""
+    from tqdm import tqdm
+
+    opts = opts or RunOptions()
+    output = Path(output)
+    t_start = time.perf_counter()
+    all_scenes = list(converter.iter_scenes())
+    if not all_scenes:
+        raise SourceLayoutError(f"{converter.root}: no {converter.name} scenes found; see docs/sources/"
+                                f"{converter.name}.md for the expected layout")
+    names = [s.name for s in all_scenes]
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise SourceLayoutError(f"{converter.root}: duplicate scene names {dup[:5]}")
+    selected = select_scenes(all_scenes, opts)
+    planned = [s.name for s in selected]
+    if opts.check_raw:
+        problems = check_raw(converter, selected)
+        if problems:
+            listing = "\n  ".join(problems[:50])
+            more = f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""
+            raise SourceLayoutError(f"--check-raw found {len(problems)} problem(s) in {converter.root}:\n  "
+                                    f"{listing}{more}")
+    if opts.dry_run:
+        return RunResult(output, [], planned)
+
+    todo: list[SceneRef] = []
+    results: list[SceneResult] = []
+    for s in selected:
+        if not opts.overwrite and opts.resume and is_complete(output / s.name):
+            results.append(SceneResult(s.name, s.split, "skipped"))
+        else:
+            todo.append(s)
+    output.mkdir(parents=True, exist_ok=True)
+    atomic.clean_temporaries(output)
+    # overwrite=True when redoing: an incomplete scene dir is removed by the writer anyway.
+    overwrite = True
+
+    bar = tqdm(total=len(todo), desc=f"{converter.name} scenes", unit="scene", disable=not opts.progress)
+    n_frames = 0
+    for res in _execute(converter, todo, output, opts, overwrite):
+        results.append(res)
+        n_frames += res.n_frames
+        bar.update(1)
+        bar.set_postfix(frames=n_frames, failed=sum(r.status == FAILED for r in results))
+        if res.status == FAILED:
+            log.error("scene %s failed: %s", res.name, (res.error or "").splitlines()[0])
+    bar.close()
+    order = {n: i for i, n in enumerate(planned)}
+    results.sort(key=lambda r: order.get(r.name, 0))
+    manifest = write_dataset_outputs(converter, output, all_scenes, results, opts, time.perf_counter() - t_start)
+    return RunResult(output, results, planned, manifest)
+
+
+def _execute(
+    converter: Converter, todo: list[SceneRef], output: Path, opts: RunOptions, overwrite: bool
+) -> Iterator[SceneResult]:
+    if opts.executor == "ray":
+        from wai.converters.executors import run_ray
+
+        yield from run_ray(converter, todo, output, opts, overwrite)
+        return
+    if opts.executor != "process":
+        raise WaiError(f"--executor {opts.executor!r}: expected 'process' or 'ray'")
+    workers = max(1, min(opts.workers, len(todo)))
+    if workers == 1:
+        for s in todo:
+            yield convert_one(converter, s, output, opts.depth_precision, overwrite)
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from wai.converters import class_path
+
+    cls_path = class_path(type(converter))
+    jobs = [(cls_path, converter.root, converter.options, s, output, opts.depth_precision, overwrite) for s in todo]
+    # spawn: workers never inherit threads or open handles of the parent (tqdm, torch, open3d).
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+        futures = [pool.submit(_worker, j) for j in jobs]
+        for fut in as_completed(futures):
+            yield fut.result()
+
+
+# --- dataset-level outputs ------------------------------------------------------------------------
+
+
+def _load_coverage(scene_dir: Path) -> list[dict[str, Any]]:
+    p = scene_dir / COVERAGE_JSON
+    try:
+        return list(json.loads(p.read_text()).get("frames", []))
+    except (OSError, ValueError):
+        return []
+
+
+def write_coverage_parquet(rows: list[dict[str, Any]], path: Path) -> None:
+    """Write coverage rows as Parquet (dict-valued columns such as ``semantic_ratios`` as JSON strings)."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    cols: list[str] = []
+    for r in rows:
+        for k in r:
+            if k not in cols:
+                cols.append(k)
+    norm = []
+    for r in rows:
+        norm.append({k: (json.dumps(r.get(k), sort_keys=True) if isinstance(r.get(k), dict) else r.get(k))
+                     for k in cols})
+    table = pa.Table.from_pylist(norm) if norm else pa.table({c: [] for c in cols})
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    atomic.write_bytes(path, buf.getvalue())
+
+
+def write_dataset_outputs(
+    converter: Converter, output: Path, all_scenes: list[SceneRef], results: list[SceneResult],
+    opts: RunOptions, seconds: float,
+) -> dict[str, Any]:
+    """Manifest, coverage table and scene lists over every complete scene of the dataset (not only this run)."""
+    meta = output / META_DIR
+    by_split: dict[str, list[str]] = {}
+    rows: list[dict[str, Any]] = []
+    for s in all_scenes:
+        d = output / s.name
+        if is_complete(d):
+            by_split.setdefault(s.split, []).append(s.name)
+            rows.extend(_load_coverage(d))
+    for split, names in by_split.items():
+        atomic.write_npy(meta / split / f"{converter.name}_scene_list_{split}.npy", np.array(sorted(names)))
+    write_coverage_parquet(rows, meta / COVERAGE_PARQUET)
+
+    prev: dict[str, Any] = {}
+    if (meta / MANIFEST).is_file():
+        try:
+            prev = json.loads((meta / MANIFEST).read_text())
+        except ValueError:
+            prev = {}
+    failures = {r.name: (r.error or "").splitlines()[0] for r in results if r.status == FAILED}
+    for s in all_scenes:  # failures of earlier runs that are still not complete
+        if s.name not in failures and not is_complete(output / s.name):
+            entry = get_process_log(output / s.name).get("conversion", {})
+            if entry.get("state") == FAILED:
+                lines = str(entry.get("message", "")).strip().splitlines()
+                failures[s.name] = lines[-1] if lines else "failed"
+    summaries = dict(prev.get("scene_summaries", {}))
+    summaries.update({r.name: r.summary for r in results if r.status == FINISHED and r.summary})
+    n_sel = sum(1 for r in rows if r.get("selected", True))
+    manifest = {
+        "converter": converter.name,
+        "wai_version": __version__,
+        "options": converter.options.to_dict(),
+        "run_options": {k: v for k, v in asdict(opts).items() if k != "progress"},
+        "source_root": str(converter.root.resolve()),
+        "counts": {
+            "scenes_in_source": len(all_scenes),
+            "scenes_complete": sum(len(v) for v in by_split.values()),
+            "scenes_converted_this_run": sum(r.status == FINISHED for r in results),
+            "scenes_skipped_this_run": sum(r.status == "skipped" for r in results),
+            "scenes_failed": len(failures),
+            "frames": n_sel,
+            "frames_dropped": len(rows) - n_sel,
+            "frames_by_split": {sp: sum(1 for r in rows if r.get("selected", True) and r["scene"] in set(v))
+                                for sp, v in by_split.items()},
+        },
+        "drop_reasons": _count([r.get("drop_reason") for r in rows if not r.get("selected", True)]),
+        "failures": failures,
+        "timings": {
+            "seconds_total": round(seconds, 3),
+            "seconds_per_scene": {r.name: round(r.seconds, 3) for r in results if r.status == FINISHED},
+        },
+        "scene_summaries": summaries,
+        "splits": {k: sorted(v) for k, v in by_split.items()},
+    }
+    atomic.write_json(meta / MANIFEST, manifest)
+    return manifest
+
+
+def _count(values: list[Any]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for v in values:
+        out[str(v)] = out.get(str(v), 0) + 1
+    return dict(sorted(out.items()))
+
+
+def options_from_dict(cls: type[ConverterOptions], values: dict[str, Any]) -> ConverterOptions:
+    """Build an options dataclass from a dict, rejecting unknown keys."""
+    names = {f.name for f in fields(cls)}
+    unknown = set(values) - names
+    if unknown:
+        raise WaiError(f"unknown option(s) for {cls.__name__}: {sorted(unknown)}; known: {sorted(names)}")
+    return cls(**values)
+
+
+def option_fields(cls: type[ConverterOptions]) -> list[tuple[str, Any, str, tuple[str, ...] | None]]:
+    """``(name, default, help, choices)`` of every option field (for the CLI)."""
+    out = []
+    for f in fields(cls):
+        default = f.default if f.default is not MISSING else (
+            f.default_factory() if f.default_factory is not MISSING else None)  # type: ignore[misc]
+        out.append((f.name, default, f.metadata.get("help", ""), f.metadata.get("choices")))
+    return out
+
+
+def default_workers() -> int:
+    """Default ``--workers``: the number of cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
