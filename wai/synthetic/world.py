@@ -50,8 +50,10 @@ STREET_X = (-80.0, 80.0)
 CAR_FREE_X = (-10.0, 10.0)
 CAR_FREE_HALF_Y = 2.5
 
+_GROUND_TABLE = np.stack([np.zeros(3)] + [GROUND_COLORS[k] for k in ("road", "sidewalk", "terrain")])
 _T_EPS = 1e-6  # minimum accepted hit distance, metres
 _CHUNK = 2048  # rays per culling chunk
+_SHADE_CHUNK = 32768  # rays per shading block
 
 
 def texture(base: np.ndarray, a: np.ndarray, b: np.ndarray, period: float = TEXTURE_PERIOD) -> np.ndarray:
@@ -139,9 +141,10 @@ def _coherent_order(origins: np.ndarray, dirs: np.ndarray, same_origin: bool) ->
     ei = np.floor((el + math.pi / 2) / step).astype(np.int64)
     key = _part1by1(ai) | (_part1by1(ei) << np.uint64(1))
     if not same_origin:
-        cell = np.floor(origins / 4.0).astype(np.int64)
-        _, inv = np.unique(cell, axis=0, return_inverse=True)
-        key = key | (inv.reshape(-1).astype(np.uint64) << np.uint64(32))
+        # 4 m origin cells, 10 bits per axis (cells 4 km apart share a key: only coherence suffers).
+        cell = np.floor(origins / 4.0).astype(np.int64) & 0x3FF
+        okey = (cell[:, 0] << 20) | (cell[:, 1] << 10) | cell[:, 2]
+        key = key | (okey.astype(np.uint64) << np.uint64(32))
     return np.argsort(key, kind="stable")
 
 
@@ -191,8 +194,13 @@ class World:
                 tint = rng.uniform(-0.1, 0.1, size=3)
                 color = np.clip(grey + tint, 0.05, 0.95)
                 specs.append(
-                    (np.array([x + width / 2.0, cy, height / 2.0]), np.array([width, depth, height]), yaw,
-                     "building", color)
+                    (
+                        np.array([x + width / 2.0, cy, height / 2.0]),
+                        np.array([width, depth, height]),
+                        yaw,
+                        "building",
+                        color,
+                    )
                 )
                 x += width + rng.uniform(1.5, 4.0)
 
@@ -204,15 +212,25 @@ class World:
                 h = rng.uniform(4.0, 8.0)
                 color = np.array([rng.uniform(0.1, 0.25), rng.uniform(0.4, 0.65), rng.uniform(0.1, 0.25)])
                 specs.append(
-                    (np.array([xt, side * rng.uniform(5.6, 6.2), h / 2.0]), np.array([w, w, h]),
-                     math.radians(rng.uniform(0.0, 90.0)), "vegetation", color)
+                    (
+                        np.array([xt, side * rng.uniform(5.3, 6.0), h / 2.0]),
+                        np.array([w, w, h]),
+                        math.radians(rng.uniform(0.0, 90.0)),
+                        "vegetation",
+                        color,
+                    )
                 )
             for xp in np.arange(x0 + 12.0, x1 - 6.0, 24.0):
                 xp = xp + rng.uniform(-1.0, 1.0)
                 h = rng.uniform(5.0, 8.0)
                 specs.append(
-                    (np.array([xp, side * 4.5, h / 2.0]), np.array([0.2, 0.2, h]), 0.0, "pole",
-                     np.array([0.55, 0.55, 0.58]))
+                    (
+                        np.array([xp, side * 4.5, h / 2.0]),
+                        np.array([0.2, 0.2, h]),
+                        0.0,
+                        "pole",
+                        np.array([0.55, 0.55, 0.58]),
+                    )
                 )
 
         # Cars on the road, away from the test strip and from each other.
@@ -253,8 +271,8 @@ class World:
             same_origin = True
 
         order = _coherent_order(origins, dirs, same_origin) if n > _CHUNK else np.arange(n)
-        o_s = np.ascontiguousarray(origins[order])
-        d_s = np.ascontiguousarray(dirs[order])
+        o_s = origins[:1] if same_origin else np.take(origins, order, axis=0)
+        d_s = np.take(dirs, order, axis=0)
         best_t = np.full(n, np.inf)
         best_box = np.full(n, -2, dtype=np.int64)  # -2 nothing, -1 ground, >= 0 box index
 
@@ -268,106 +286,136 @@ class World:
 
         for s in range(0, n, _CHUNK):
             sl = slice(s, min(s + _CHUNK, n))
-            idx = self._cull(o_s[sl], d_s[sl], max_t)
+            o_c = o_s if same_origin else o_s[sl]
+            # Nothing behind the ground hits can be seen: cull by the chunk's farthest current hit.
+            idx = self._cull(o_c, d_s[sl], min(max_t, float(best_t[sl].max())))
             if len(idx) == 0:
                 continue
-            t, j = self._slab(o_s[sl], d_s[sl], idx)
+            t, j = self._slab(o_c, d_s[sl], idx)
             better = t < best_t[sl]
             best_t[sl] = np.where(better, t, best_t[sl])
             best_box[sl] = np.where(better, idx[j], best_box[sl])
 
         inv = np.empty(n, dtype=np.int64)
         inv[order] = np.arange(n)
-        return self._shade(origins, dirs, best_t[inv], best_box[inv])
+        t_all, box_all = np.take(best_t, inv), np.take(best_box, inv)
+        out = Hits(
+            t=np.empty(n),
+            points=np.empty((n, 3)),
+            normals=np.empty((n, 3)),
+            cls=np.empty(n, dtype=np.int64),
+            instance=np.empty(n, dtype=np.int64),
+            rgb=np.empty((n, 3)),
+        )
+        for s in range(0, n, _SHADE_CHUNK):  # cache-sized blocks
+            sl = slice(s, min(s + _SHADE_CHUNK, n))
+            h = self._shade(origins[sl], dirs[sl], t_all[sl], box_all[sl])
+            for name in ("t", "points", "normals", "cls", "instance", "rgb"):
+                getattr(out, name)[sl] = getattr(h, name)
+        return out
 
     def _cull(self, o: np.ndarray, d: np.ndarray, max_t: float) -> np.ndarray:
         """Indices of boxes whose bounding sphere may meet the chunk's bounding cone of rays."""
         if len(self.boxes) == 0:
             return np.zeros(0, dtype=np.int64)
-        oc = o.mean(axis=0)
-        r_o = float(np.sqrt(((o - oc) ** 2).sum(axis=1).max()))
+        if len(o) == 1:
+            oc, r_o = o[0], 0.0
+        else:
+            oc = o.mean(axis=0)
+            r_o = math.sqrt(float(((o - oc) ** 2).sum(axis=1).max()))
         dm = d.sum(axis=0)
-        nm = float(np.linalg.norm(dm))
+        nm = math.sqrt(float(dm @ dm))
         v = self._centers - oc
-        L = np.linalg.norm(v, axis=1)
-        R = self._radius + r_o + 1e-6
+        L = np.sqrt((v * v).sum(axis=1))
+        R = self._radius + (r_o + 1e-6)
         keep = L - R <= max_t
         if nm > 1e-3 * len(d):
             dm = dm / nm
             alpha = math.acos(min(1.0, max(-1.0, float((d @ dm).min()))))
             with np.errstate(divide="ignore", invalid="ignore"):
-                ang = np.arccos(np.clip((v @ dm) / L, -1.0, 1.0))
-                widen = np.arcsin(np.clip(R / L, 0.0, 1.0))
+                ang = np.arccos(np.minimum(np.maximum((v @ dm) / L, -1.0), 1.0))
+                widen = np.arcsin(np.minimum(R / L, 1.0))
             keep &= (L <= R) | (ang <= alpha + widen + 1e-9)
         return np.flatnonzero(keep)
 
     def _slab(self, o: np.ndarray, d: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Slab test of K rays x boxes ``idx``: nearest entry ``t`` [K] (inf if none) and which of ``idx``."""
+        """Slab test of K rays x boxes ``idx``: nearest entry ``t`` [K] (inf if none) and which of ``idx``.
+
+        ``o`` is [K, 3] or [1, 3] (shared origin); ``d`` is [K, 3].
+        """
         c, s = self._cos[idx], self._sin[idx]
         h = self._half[idx]
-        p = o[:, None, :] - self._centers[idx][None, :, :]  # [K, M, 3]
-        lo = (
-            c * p[..., 0] + s * p[..., 1],
-            -s * p[..., 0] + c * p[..., 1],
-            p[..., 2],
-        )
+        p = o[:, None, :] - self._centers[idx][None, :, :]  # [K or 1, M, 3]
+        lo = (c * p[..., 0] + s * p[..., 1], c * p[..., 1] - s * p[..., 0], p[..., 2])
         dx, dy = d[:, 0:1], d[:, 1:2]
-        ld = (dx * c + dy * s, -dx * s + dy * c, np.broadcast_to(d[:, 2:3], lo[2].shape))
-        tnear = np.full(lo[0].shape, -np.inf)
-        tfar = np.full(lo[0].shape, np.inf)
+        ld = (dx * c + dy * s, dy * c - dx * s, d[:, 2:3])
+        tnear = tfar = None
         for a in range(3):
-            da = np.where(ld[a] == 0.0, 1e-300, ld[a])
-            inv = 1.0 / da
-            t1 = (-h[:, a] - lo[a]) * inv
-            t2 = (h[:, a] - lo[a]) * inv
-            np.maximum(tnear, np.minimum(t1, t2), out=tnear)
-            np.minimum(tfar, np.maximum(t1, t2), out=tfar)
-        hit = (tnear <= tfar) & (tnear > _T_EPS)
-        tn = np.where(hit, tnear, np.inf)
+            da = ld[a]
+            inv = 1.0 / np.where(da == 0.0, 1e-300, da)
+            tmid = -lo[a] * inv
+            th = h[:, a] * np.abs(inv)
+            t0, t1 = tmid - th, tmid + th
+            tnear = t0 if tnear is None else np.maximum(tnear, t0)
+            tfar = t1 if tfar is None else np.minimum(tfar, t1)
+        tn = np.where((tnear <= tfar) & (tnear > _T_EPS), tnear, np.inf)
         j = np.argmin(tn, axis=1)
-        return tn[np.arange(len(tn)), j], j
+        return np.take_along_axis(tn, j[:, None], axis=1)[:, 0], j
 
     def _shade(self, o: np.ndarray, d: np.ndarray, t: np.ndarray, box: np.ndarray) -> Hits:
         """Points, normals, classes, instances and texture colours of the nearest hits."""
         n = len(t)
-        pts = np.full((n, 3), np.nan)
-        nrm = np.full((n, 3), np.nan)
-        cls = np.zeros(n, dtype=np.int64)
-        inst = np.zeros(n, dtype=np.int64)
-        rgb = np.tile(SKY_COLOR, (n, 1))
         hit = box > -2
-        pts[hit] = o[hit] + t[hit, None] * d[hit]
-
         g = box == -1
-        if g.any():
-            pg = pts[g]
-            pg[:, 2] = 0.0  # exactly on the plane
-            pts[g] = pg
-            nrm[g] = (0.0, 0.0, 1.0)
-            cg = ground_class(pg[:, 1])
-            cls[g] = cg
-            base = np.stack([GROUND_COLORS[CLASS_NAMES[k]] for k in (1, 2, 3)])[cg - 1]
-            rgb[g] = texture(base, pg[:, 0], pg[:, 1])
-
         b = box >= 0
-        if b.any():
-            bi = box[b]
-            c, s = self._cos[bi], self._sin[bi]
-            p = pts[b] - self._centers[bi]
-            lp = np.stack([c * p[:, 0] + s * p[:, 1], -s * p[:, 0] + c * p[:, 1], p[:, 2]], axis=-1)
-            face = np.argmax(np.abs(lp) / self._half[bi], axis=1)
-            sign = np.sign(lp[np.arange(len(bi)), face])
-            ln = np.zeros_like(lp)
-            ln[np.arange(len(bi)), face] = sign
-            nrm[b] = np.stack([c * ln[:, 0] - s * ln[:, 1], s * ln[:, 0] + c * ln[:, 1], ln[:, 2]], axis=-1)
-            ua = np.where(face == 0, lp[:, 1], lp[:, 0])
-            ub = np.where(face == 2, lp[:, 1], lp[:, 2])
-            rgb[b] = texture(self._color[bi], ua, ub)
-            cls[b] = self._cls[bi]
-            inst[b] = self._inst[bi]
-
-        t_out = np.where(hit, t, np.inf)
-        return Hits(t=t_out, points=pts, normals=nrm, cls=cls, instance=inst, rgb=rgb)
+        tt = np.where(hit, t, 0.0)
+        px = o[:, 0] + tt * d[:, 0]
+        py = o[:, 1] + tt * d[:, 1]
+        pz = np.where(g, 0.0, o[:, 2] + tt * d[:, 2])  # ground hits exactly on the plane
+        if len(self.boxes):
+            bi = np.maximum(box, 0)
+            c, s = np.take(self._cos, bi), np.take(self._sin, bi)
+            qx = px - np.take(self._centers[:, 0], bi)
+            qy = py - np.take(self._centers[:, 1], bi)
+            lz = pz - np.take(self._centers[:, 2], bi)
+            lx, ly = c * qx + s * qy, c * qy - s * qx
+            rx = np.abs(lx) / np.take(self._half[:, 0], bi)
+            ry = np.abs(ly) / np.take(self._half[:, 1], bi)
+            rz = np.abs(lz) / np.take(self._half[:, 2], bi)
+            fx = b & (rx >= ry) & (rx >= rz)
+            fy = b & ~fx & (ry >= rz)
+            fz = ~(fx | fy)  # box top/bottom, or the ground (normal +z)
+            nlx = np.where(fx, np.sign(lx), 0.0)
+            nly = np.where(fy, np.sign(ly), 0.0)
+            nz = np.where(b, np.where(fz, np.sign(lz), 0.0), 1.0)
+            nx, ny = c * nlx - s * nly, s * nlx + c * nly
+            # In-surface texture coordinates: box-local for boxes, world (x, y) for the ground.
+            ua = np.where(b, np.where(fx, ly, lx), px)
+            ub = np.where(b, np.where(fz, ly, lz), py)
+            box_cls = np.take(self._cls, bi)
+            box_inst = np.take(self._inst, bi)
+            box_color = np.take(self._color, bi, axis=0)
+        else:
+            nx, ny, nz = np.zeros(n), np.zeros(n), np.ones(n)
+            ua, ub = px, py
+            box_cls = box_inst = np.zeros(n, dtype=np.int64)
+            box_color = np.zeros((n, 3))
+        gcls = ground_class(py)
+        cls = np.where(b, box_cls, np.where(g, gcls, 0))
+        inst = np.where(b, box_inst, 0)
+        base = np.where(b[:, None], box_color, np.take(_GROUND_TABLE, gcls, axis=0))
+        rgb = np.where(hit[:, None], texture(base, ua, ub), SKY_COLOR)
+        nan = np.nan
+        pts = np.stack([np.where(hit, px, nan), np.where(hit, py, nan), np.where(hit, pz, nan)], axis=-1)
+        nrm = np.stack([np.where(hit, nx, nan), np.where(hit, ny, nan), np.where(hit, nz, nan)], axis=-1)
+        return Hits(
+            t=np.where(hit, t, np.inf),
+            points=pts,
+            normals=nrm,
+            cls=cls.astype(np.int64),
+            instance=inst.astype(np.int64),
+            rgb=rgb,
+        )
 
     # --- rendering ----------------------------------------------------------------------
     def render(self, camera: Camera, cam_to_world: np.ndarray, max_t: float = 1000.0) -> dict[str, np.ndarray]:
