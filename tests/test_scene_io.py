@@ -26,8 +26,9 @@ def _write(root: Path, name: str = "s", n: int = 2, overwrite: bool = False) -> 
         for i in range(n):
             d = np.full((12, 16), 2.0 + i, np.float32)
             d[0, :] = 0
-            w.add_frame(f"f{i}", CAM, make_pose(rot_y(0.1 * i), [i, 0, 0]), image=np.full((12, 16, 3), 40 * i, np.uint8),
-                        depth=d, modalities={"semantic": Modality("labels", np.full((12, 16), 3, np.uint8), "t")})
+            img = np.full((12, 16, 3), 40 * i, np.uint8)
+            w.add_frame(f"f{i}", CAM, make_pose(rot_y(0.1 * i), [i, 0, 0]), image=img, depth=d,
+                        modalities={"semantic": Modality("labels", np.full((12, 16), 3, np.uint8), "t")})
     return root / name
 
 
