@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from wai.format.cameras import Camera
+from wai.format.conventions import PINHOLE
 
 
 def zbuffer(col: np.ndarray, row: np.ndarray, depth: np.ndarray, h: int, w: int) -> np.ndarray:
@@ -31,15 +32,31 @@ def project_to_depth(
     min_depth: float = 0.0,
     max_depth: float = np.inf,
 ) -> tuple[np.ndarray, int]:
-    """Project ``points [N, 3]`` (any frame) into ``camera`` through the 4x4 ``cam_from_points``.
+    """Project ``points [N, >=3]`` (any frame) into ``camera`` through the 4x4 ``cam_from_points``.
 
     Returns the z-buffered depth map (the camera model's depth type: z for PINHOLE, range for
     CYLINDRICAL) and the number of points that landed inside the image within ``[min_depth, max_depth]``.
+    Work is float32 and points are culled by depth before the division (the hot path of LiDAR conversion).
     """
-    pts = np.asarray(points, dtype=np.float64)[:, :3]
-    pc = pts @ cam_from_points[:3, :3].T + cam_from_points[:3, 3]
-    uv, d, ok = camera.project(pc)
-    col, row, inside = camera.pixel_index(uv)
-    keep = ok & inside & (d >= min_depth) & (d <= max_depth)
-    depth = zbuffer(col[keep], row[keep], d[keep], camera.h, camera.w)
-    return depth, int(np.count_nonzero(keep))
+    pts = np.asarray(points)
+    dt = pts.dtype if pts.dtype in (np.float32, np.float64) else np.float32
+    M = np.asarray(cam_from_points, dtype=np.float64)
+    # Per-column arithmetic: a [N, 3] @ [3, 3] matmul on a strided [N, 4] scan is ~20x slower.
+    x, y, z = (pts[:, i].astype(dt, copy=False) for i in range(3))
+    xc = M[0, 0] * x + M[0, 1] * y + M[0, 2] * z + M[0, 3]
+    yc = M[1, 0] * x + M[1, 1] * y + M[1, 2] * z + M[1, 3]
+    zc = M[2, 0] * x + M[2, 1] * y + M[2, 2] * z + M[2, 3]
+    if camera.model == PINHOLE:
+        keep = (zc >= max(min_depth, 1e-6)) & (zc <= max_depth)
+        xc, yc, d = xc[keep], yc[keep], zc[keep]
+        inv = 1.0 / d
+        col = np.floor(xc * inv * camera.fl_x + (camera.cx + 0.5)).astype(np.int32)
+        row = np.floor(yc * inv * camera.fl_y + (camera.cy + 0.5)).astype(np.int32)
+    else:
+        uv, d, ok = camera.project(np.stack([xc, yc, zc], axis=-1))
+        keep = ok & (d >= min_depth) & (d <= max_depth)
+        col, row, _ = camera.pixel_index(uv[keep])
+        d = d[keep]
+    inside = (col >= 0) & (col < camera.w) & (row >= 0) & (row < camera.h)
+    depth = zbuffer(col[inside], row[inside], d[inside], camera.h, camera.w)
+    return depth, int(np.count_nonzero(inside))
