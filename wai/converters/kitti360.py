@@ -1,0 +1,464 @@
+"""KITTI-360 perspective cameras with metric depth from the Velodyne, building filtering and stratified sampling.
+
+Source: KITTI-360 (Liao, Xie, Geiger, TPAMI 2022), https://www.cvlibs.net/datasets/kitti-360/. Data licence
+CC BY-NC-SA 3.0; the label table shipped in ``converters/data/kitti360_labels.json`` comes from the MIT-licensed
+``kitti360Scripts`` (``helpers/labels.py``).
+
+Expected layout (only what is read)::
+
+    KITTI-360/
+      calibration/perspective.txt          P_rect_0k (3x4), R_rect_0k (3x3), S_rect_0k (W H)
+      calibration/calib_cam_to_pose.txt    image_00: 12 numbers (unrectified cam 00 -> GPS/IMU)
+      calibration/calib_cam_to_velo.txt    one line, 12 numbers (unrectified cam 00 -> Velodyne)
+      data_2d_raw/<seq>/image_0{0,1}/data_rect/<frame:010d>.png
+      data_2d_semantics/train/<seq>/image_0{0,1}/semantic/<frame:010d>.png   (optional, 8-bit ids)
+      data_2d_semantics/train/2013_05_28_drive_{train,val}_frames.txt       (optional)
+      data_3d_raw/<seq>/velodyne_points/data/<frame:010d>.bin               float32 x 4 per point
+      data_poses/<seq>/cam0_to_world.txt   frame + 16 (rectified cam 00 -> world), or
+      data_poses/<seq>/poses.txt           frame + 12 (GPS/IMU -> world)
+
+Conventions: rectified cameras are OpenCV (x right, y down, z forward); the world is KITTI-360's own
+(metres, z up), kept unchanged. Poses map camera to world. Velodyne frame x forward, y left, z up.
+Camera 00 -> world is ``cam0_to_world`` or ``poses @ T_cam0->pose @ inv(R_rect_00)``; camera 01 is camera
+00 shifted by the rectified baseline ``b = -P_rect_01[0,3] / P_rect_01[0,0]`` along its x axis. Depth is
+z in the rectified camera from ``R_rect_00 @ inv(T_cam0->velo)`` (then ``- b x`` for camera 01), z-buffered.
+
+Not converted / limitations:
+- fisheye cameras 02/03, SICK scans, 3D semantics/bounding boxes, instance and confidence maps, OXTS;
+- scans are not motion-compensated ("curled") and moving objects smear when ``--accumulate`` is used;
+- LiDAR-camera parallax: a few background points can show through thin foreground objects;
+- the 2D test sequences (``data_2d_test``) have no poses and are not converted.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from wai.converters import _kitti360_io as kio
+from wai.converters.base import Converter, ConverterOptions, SceneRef, option
+from wai.converters.sampling import BUILDING_BUCKETS, bucket_of, parse_weights, stratified_sample
+from wai.errors import SourceNotFoundError, WaiError, layout_error, require_dir
+from wai.format.cameras import Camera
+from wai.format.codecs import read_labels
+from wai.format.conventions import invert_pose
+from wai.format.projection import zbuffer
+from wai.format.scene import Modality, SceneWriter
+
+log = logging.getLogger("wai.convert.kitti360")
+
+RAW = "data_2d_raw"
+SEM = "data_2d_semantics/train"
+VELO = "data_3d_raw"
+POSES = "data_poses"
+
+
+@dataclass
+class Kitti360Options(ConverterOptions):
+    """Options of the KITTI-360 converter (see docs/sources/kitti360.md)."""
+
+    cameras: str = option("00", "rectified perspective cameras, comma-separated: 00 or 00,01")
+    sequences: str | None = option(None, "only these sequences: comma-separated names or ids (e.g. 0000,0003)")
+    frames_per_scene: int = option(100, "consecutive selected frames per output scene")
+    pose_source: str = option("auto", "camera poses from cam0_to_world.txt, or poses.txt composed with the "
+                              "calibration; auto prefers cam0_to_world.txt",
+                              choices=("auto", "cam0_to_world", "poses"))
+    min_depth: float = option(0.5, "keep LiDAR points with camera z >= this (metres)")
+    max_depth: float = option(80.0, "keep LiDAR points with camera z <= this (metres)")
+    accumulate: int = option(0, "add the scans of the K previous and K next posed frames")
+    visibility_check: bool = option(True, "drop accumulated points hidden behind the current scan")
+    building_only: bool = option(False, "set depth to 0 outside pixels labelled building (id 11)")
+    min_building_ratio: float | None = option(None, "drop frames whose building pixel fraction is below this")
+    min_valid_depth: int | None = option(None, "drop frames with fewer valid depth pixels on buildings "
+                                         "(default 2000 with --building-only)")
+    sample: int | None = option(None, "pick N frames per sequence, stratified by building ratio")
+    bucket_weights: str = option("0.5,0.3,0.2", "target proportions of the buckets rich,mixed,road")
+    seed: int = option(0, "random seed of --sample")
+
+
+#: Visibility check of accumulated points (see ``hidden_by_scan``): rows searched up/down for a point of the
+#: current scan (a few Velodyne channel spacings), columns of the horizontal min-filter, relative depth margin.
+VIS_MAX_GAP_PX = 12
+VIS_HALF_WIDTH_PX = 2
+VIS_REL_TOL = 0.05
+
+
+def hidden_by_scan(col: np.ndarray, row: np.ndarray, z: np.ndarray, ref: np.ndarray,
+                   max_gap: int = VIS_MAX_GAP_PX, half_width: int = VIS_HALF_WIDTH_PX,
+                   rel_tol: float = VIS_REL_TOL) -> np.ndarray:
+    """Which points (pixel ``col``/``row``, depth ``z``) lie behind the surface seen by a reference depth map.
+
+    ``ref`` is the z-buffer of the current scan (0 = empty). The scan samples every visible surface along
+    its channel lines, so a point is hidden when the nearest reference points above and below it in its
+    column (within ``max_gap`` rows, after a min-filter over ``2 half_width + 1`` columns) are all nearer
+    than ``z (1 - rel_tol)``. A point between a far and a near reference (the ground between two channel
+    lines) is kept; one with no reference nearby is kept. Vectorised, O(h w + N).
+    """
+    from wai.format.codecs import cv2
+
+    h, w = ref.shape
+    r = np.where(ref > 0, ref, np.inf).astype(np.float32)
+    if half_width > 0:
+        r = cv2.erode(r, np.ones((1, 2 * half_width + 1), np.uint8), borderType=cv2.BORDER_CONSTANT,
+                      borderValue=float("inf"))
+    valid = np.isfinite(r)
+    rows = np.arange(h)[:, None]
+    up = np.maximum.accumulate(np.where(valid, rows, -1), axis=0)
+    dn = np.minimum.accumulate(np.where(valid, rows, h)[::-1], axis=0)[::-1]
+    u, d = up[row, col], dn[row, col]
+    has_u = (u >= 0) & (row - u <= max_gap)
+    has_d = (d < h) & (d - row <= max_gap)
+    limit = z * (1.0 - rel_tol)
+    near_u = r[np.clip(u, 0, h - 1), col] < limit
+    near_d = r[np.clip(d, 0, h - 1), col] < limit
+    return (has_u | has_d) & (~has_u | near_u) & (~has_d | near_d)
+
+
+class Kitti360Converter(Converter):
+    """KITTI-360 rectified perspective frames with Velodyne depth and 2D semantics."""
+
+    name = "kitti360"
+    provides = frozenset({"image", "depth", "semantic"})
+    Options = Kitti360Options
+    image_ext = ".png"
+
+    # --- options -------------------------------------------------------------------------------
+    @property
+    def cams(self) -> list[str]:
+        """Camera ids to convert ("00", "01")."""
+        cams = [c.strip() for c in str(self.options.cameras).split(",") if c.strip()]  # type: ignore[attr-defined]
+        if not cams or any(c not in ("00", "01") for c in cams) or len(set(cams)) != len(cams):
+            raise WaiError(f"--cameras {self.options.cameras!r}: expected 00 or 00,01")  # type: ignore[attr-defined]
+        return cams
+
+    def _min_valid_depth(self) -> int | None:
+        o = self.options
+        if o.min_valid_depth is not None:  # type: ignore[attr-defined]
+            return int(o.min_valid_depth)  # type: ignore[attr-defined]
+        return 2000 if o.building_only else None  # type: ignore[attr-defined]
+
+    # --- listing -------------------------------------------------------------------------------
+    def _sequences(self) -> list[str]:
+        raw = require_dir(self.root / RAW, "KITTI-360 data_2d_raw folder", "pass --input <KITTI-360 root>")
+        seqs = sorted(d.name for d in raw.iterdir() if d.is_dir() and d.name.startswith(kio.SEQ_PREFIX))
+        want = self.options.sequences  # type: ignore[attr-defined]
+        if want:
+            keys = [s.strip() for s in str(want).split(",") if s.strip()]
+            names = {k if k.startswith(kio.SEQ_PREFIX) else f"{kio.SEQ_PREFIX}{int(k):04d}_sync" for k in keys}
+            missing = sorted(names - set(seqs))
+            if missing:
+                raise SourceNotFoundError(f"--sequences: {missing} not found under {raw}; available: {seqs}")
+            seqs = [s for s in seqs if s in names]
+        return seqs
+
+    def _pose_file(self, seq: str) -> tuple[Path, str]:
+        d = self.root / POSES / seq
+        src = self.options.pose_source  # type: ignore[attr-defined]
+        c2w, imu = d / "cam0_to_world.txt", d / "poses.txt"
+        if src in ("auto", "cam0_to_world") and c2w.is_file():
+            return c2w, "cam0_to_world"
+        if src in ("auto", "poses") and imu.is_file():
+            return imu, "poses"
+        want = {"auto": "cam0_to_world.txt or poses.txt", "cam0_to_world": "cam0_to_world.txt",
+                "poses": "poses.txt"}[src]
+        raise SourceNotFoundError(f"missing KITTI-360 poses of {seq}: expected {want} in {d}")
+
+    def _frames(self, seq: str) -> list[int]:
+        d = require_dir(self.root / RAW / seq / "image_00" / "data_rect", f"images of {seq}")
+        out = []
+        for p in sorted(d.glob("*.png")):
+            if not (p.stem.isdigit() and len(p.stem) == 10):
+                raise layout_error(p, "expected a 10-digit frame id as file name, e.g. 0000000250.png")
+            out.append(int(p.stem))
+        return out
+
+    def _sem_path(self, seq: str, cam: str, frame: int) -> Path:
+        return self.root / SEM / seq / f"image_{cam}" / "semantic" / f"{frame:010d}.png"
+
+    def _val_frames(self) -> set[tuple[str, int]] | None:
+        p = self.root / SEM / "2013_05_28_drive_val_frames.txt"
+        return kio.read_split_frames(p) if p.is_file() else None
+
+    def iter_scenes(self) -> Iterator[SceneRef]:
+        """Scenes = runs of ``frames_per_scene`` consecutive selected frames of one split per sequence.
+
+        With ``--sample`` or ``--min-building-ratio`` the 8-bit semantic PNGs of camera 00 are decoded here,
+        once, to get each frame's building ratio: the per-sequence draw must see the whole sequence while
+        scenes stay independent units of work (each scene carries its frames' decisions).
+        """
+        o = self.options
+        val = self._val_frames()
+        weights = parse_weights(o.bucket_weights, [b for b, _ in BUILDING_BUCKETS])  # type: ignore[attr-defined]
+        n_cams = len(self.cams)
+        for seq in self._sequences():
+            try:
+                pose_path, _ = self._pose_file(seq)
+            except SourceNotFoundError as e:
+                log.warning("%s: sequence skipped (%s)", seq, e)
+                continue
+            posed = set(kio.read_pose_file(pose_path))
+            frames = self._frames(seq)
+            need_ratio = o.sample is not None or o.min_building_ratio is not None  # type: ignore[attr-defined]
+            ratio: dict[int, float | None] = {}
+            status: dict[int, str | None] = {}
+            for f in frames:
+                status[f] = None if f in posed else "no_pose"
+                ratio[f] = None
+                if need_ratio and f in posed:
+                    sp = self._sem_path(seq, "00", f)
+                    ratio[f] = building_ratio(read_labels(sp)) if sp.is_file() else None
+            if o.min_building_ratio is not None:  # type: ignore[attr-defined]
+                for f in frames:
+                    if status[f] is None:
+                        if ratio[f] is None:
+                            status[f] = "no_semantics"
+                        elif ratio[f] < o.min_building_ratio:  # type: ignore[attr-defined, operator]
+                            status[f] = "low_building_ratio"
+            report = None
+            if o.sample is not None:  # type: ignore[attr-defined]
+                for f in frames:
+                    if status[f] is None and ratio[f] is None:
+                        status[f] = "no_semantics"
+                elig = {f: float(ratio[f]) for f in frames if status[f] is None}  # type: ignore[arg-type]
+                res = stratified_sample(elig, int(o.sample), weights, int(o.seed), seq)  # type: ignore[attr-defined]
+                for f in elig:
+                    if f not in res.selected:
+                        status[f] = "not_sampled"
+                report = res.summary()
+            rows = [{"frame": f, "status": status[f], "ratio": ratio[f],
+                     "bucket": None if ratio[f] is None else bucket_of(ratio[f])} for f in frames]
+            yield from self._chunk(seq, rows, val, report, n_cams)
+
+    def _chunk(self, seq: str, rows: list[dict[str, Any]], val: set[tuple[str, int]] | None,
+               report: dict[str, Any] | None, n_cams: int) -> Iterator[SceneRef]:
+        """Cut a sequence into scenes; each dropped frame is recorded by the scene of the previous selected one."""
+        fps = int(self.options.frames_per_scene)  # type: ignore[attr-defined]
+        if fps < 1:
+            raise WaiError(f"--frames-per-scene {fps}: must be >= 1")
+        groups: list[list[dict[str, Any]]] = []
+        split_of: list[str] = []
+        n_in_group = 0
+        for r in rows:
+            split = "val" if val is not None and (seq, r["frame"]) in val else "train"
+            if r["status"] is None:
+                if not groups or split != split_of[-1] or n_in_group >= fps:
+                    groups.append([])
+                    split_of.append(split)
+                    n_in_group = 0
+                n_in_group += 1
+            if not groups:  # drops before the first selected frame
+                groups.append([])
+                split_of.append(split)
+            groups[-1].append(r)
+        pending: list[dict[str, Any]] = []
+        for g, split in zip(groups, split_of):
+            sel = [r["frame"] for r in g if r["status"] is None]
+            if not sel:  # only drops (before the first selected frame): carried into the next scene
+                pending.extend(g)
+                continue
+            g = pending + g
+            pending = []
+            name = f"{seq}_{sel[0]:010d}_{sel[-1]:010d}"
+            yield SceneRef(name, split, data={"seq": seq, "rows": g, "sampling": report}, n_frames=len(sel) * n_cams)
+        if pending:
+            reasons = sorted({str(r["status"]) for r in pending})
+            log.warning("%s: no frame selected; %d frames dropped (%s)", seq, len(pending), ", ".join(reasons))
+
+    def check_scene(self, scene: SceneRef) -> list[str]:
+        """Missing images/scans of the scene's selected frames and calibration/pose problems."""
+        problems = []
+        try:
+            kio.read_calibration(self.root, self.cams)
+            self._pose_file(scene.data["seq"])
+        except WaiError as e:
+            problems.append(str(e))
+        seq = scene.data["seq"]
+        for r in scene.data["rows"]:
+            if r["status"] is not None:
+                continue
+            f = r["frame"]
+            paths = [self.root / RAW / seq / f"image_{c}" / "data_rect" / f"{f:010d}.png" for c in self.cams]
+            paths.append(self._velo_path(seq, f))
+            problems += [f"missing {p}" for p in paths if not p.is_file()]
+        return problems
+
+    # --- conversion ----------------------------------------------------------------------------
+    def _velo_path(self, seq: str, frame: int) -> Path:
+        return self.root / VELO / seq / "velodyne_points" / "data" / f"{frame:010d}.bin"
+
+    def _cam0_poses(self, seq: str, calib: kio.Calibration) -> tuple[dict[int, np.ndarray], str, Path]:
+        path, kind = self._pose_file(seq)
+        raw = kio.read_pose_file(path)
+        if kind == "cam0_to_world":
+            return raw, kind, path
+        return {f: calib.rect0_to_world_from_imu(T) for f, T in raw.items()}, kind, path
+
+    def convert_scene(self, scene: SceneRef, writer: SceneWriter) -> dict[str, Any]:
+        """Write the scene's frames (both cameras per time step), drops with their reasons, and the sampling report."""
+        o = self.options
+        seq = scene.data["seq"]
+        cams = self.cams
+        calib = kio.read_calibration(self.root, cams)
+        poses, kind, pose_path = self._cam0_poses(seq, calib)
+        posed = sorted(poses)
+        index = {f: i for i, f in enumerate(posed)}
+        mvd = self._min_valid_depth()
+        K = int(o.accumulate)  # type: ignore[attr-defined]
+        if K < 0:
+            raise WaiError(f"--accumulate {K}: must be >= 0")
+
+        writer.add_label_table("kitti360", kio.label_names())
+        writer.add_transform("rect_cam_00_from_velodyne", calib.rect0_from_velo)
+        if kind == "poses":
+            writer.add_transform("imu_from_rect_cam_00", calib.cam0_to_pose @ np.linalg.inv(calib.R_rect0))
+        if "01" in cams:
+            writer.add_transform("rect_cam_00_from_rect_cam_01", invert_pose(calib.cameras["01"].rect_from_rect0))
+        writer.source.update(sequence=seq, pose_source=kind, raw_paths={
+            "poses": str(pose_path.relative_to(self.root)), **calib.files,
+            "images": f"{RAW}/{seq}/image_0x/data_rect", "semantic": f"{SEM}/{seq}/image_0x/semantic",
+            "velodyne": f"{VELO}/{seq}/velodyne_points/data"})
+        writer.set_filters({
+            "depth_range_m": [float(o.min_depth), float(o.max_depth)],  # type: ignore[attr-defined]
+            "accumulate": K, "visibility_check": bool(o.visibility_check) if K else None,  # type: ignore[attr-defined]
+            "building_only": bool(o.building_only), "building_label_id": kio.BUILDING_ID,  # type: ignore[attr-defined]
+            "min_building_ratio": o.min_building_ratio, "min_valid_depth": mvd,  # type: ignore[attr-defined]
+            "sample": o.sample, "bucket_weights": o.bucket_weights if o.sample else None,  # type: ignore[attr-defined]
+            "seed": o.seed if o.sample else None,  # type: ignore[attr-defined]
+        })
+
+        scans: dict[int, np.ndarray | None] = {}
+
+        def scan(f: int) -> np.ndarray | None:
+            if f not in scans:
+                p = self._velo_path(seq, f)
+                scans[f] = kio.read_velodyne(p)[:, :3].astype(np.float64) if p.is_file() else None
+            return scans[f]
+
+        counts: dict[str, int] = {}
+        for r in scene.data["rows"]:
+            f, bucket = r["frame"], r["bucket"]
+            for c in list(scans):  # keep the sliding window of scans only
+                if c not in index or f not in index or abs(index[c] - index[f]) > K:
+                    scans.pop(c)
+            if r["status"] is not None:
+                for cam in cams:
+                    self._drop(writer, calib, f, cam, r["status"], building_ratio=r["ratio"] if cam == "00" else None,
+                               sampling_bucket=bucket)
+                continue
+            cur = scan(f)
+            if cur is None:
+                for cam in cams:
+                    self._drop(writer, calib, f, cam, "no_lidar", sampling_bucket=bucket)
+                continue
+            nb = [posed[j] for j in range(max(0, index[f] - K), min(len(posed), index[f] + K + 1)) if j != index[f]]
+            nb = [g for g in nb if scan(g) is not None]
+            for cam in cams:
+                self._frame(writer, calib, poses, seq, f, cam, cur, [(g, scans[g]) for g in nb], bucket, mvd)
+            if bucket is not None:
+                counts[bucket] = counts.get(bucket, 0) + 1
+        out: dict[str, Any] = {"sequence": seq}
+        if scene.data["sampling"] is not None:
+            out["sampling"] = scene.data["sampling"]
+            out["frames_per_bucket_in_scene"] = counts
+        return out
+
+    def _drop(self, writer: SceneWriter, calib: kio.Calibration, f: int, cam: str, reason: str,
+              **columns: Any) -> None:
+        c = calib.cameras[cam].camera
+        writer.drop_frame(f"{f:010d}_{cam}", reason, c.w, c.h, **columns)
+
+    def _frame(self, writer: SceneWriter, calib: kio.Calibration, poses: dict[int, np.ndarray], seq: str, f: int,
+               cam: str, cur: np.ndarray, neighbours: list[tuple[int, np.ndarray]], bucket: str | None,
+               mvd: int | None) -> None:
+        o = self.options
+        rc = calib.cameras[cam]
+        camera = rc.camera
+        name = f"{f:010d}_{cam}"
+        img = self.root / RAW / seq / f"image_{cam}" / "data_rect" / f"{f:010d}.png"
+        if not img.is_file():
+            self._drop(writer, calib, f, cam, "no_image", sampling_bucket=bucket)
+            return
+        c2w = poses[f] @ invert_pose(rc.rect_from_rect0)
+        depth, n_points = self._depth(calib, poses, f, cam, c2w, cur, neighbours)
+        n_proj = int(np.count_nonzero(depth > 0))
+        sem_path = self._sem_path(seq, cam, f)
+        sem = None
+        if sem_path.is_file():
+            sem = read_labels(sem_path)
+            if sem.shape != camera.shape or sem.dtype != np.uint8:
+                raise layout_error(sem_path, f"expected an 8-bit {camera.w}x{camera.h} label map, got {sem.dtype} "
+                                   f"{sem.shape[::-1]}")
+        ratio = building_ratio(sem) if sem is not None else None
+        building = sem == kio.BUILDING_ID if sem is not None else None
+        if bucket is None and ratio is not None:  # not sampled: the frame's own bucket, for the statistics
+            bucket = bucket_of(ratio)
+        cols: dict[str, Any] = {"building_ratio": ratio, "sampling_bucket": bucket}
+        needs_sem = o.building_only or mvd is not None  # type: ignore[attr-defined]
+        if needs_sem and building is None:
+            self._drop(writer, calib, f, cam, "no_semantics", **cols)
+            return
+        if o.building_only:  # type: ignore[attr-defined]
+            depth = np.where(building, depth, 0.0).astype(np.float32)
+        n_building = int(np.count_nonzero((depth > 0) & building)) if building is not None else None
+        cols["building_valid_depth_pixels"] = n_building
+        if mvd is not None and n_building is not None and n_building < mvd:
+            self._drop(writer, calib, f, cam, "too_few_building_depth", **cols)
+            return
+        # Frames without a label map get an all-"unlabeled" (id 0) map so every frame has the modality;
+        # their semantic statistics stay null.
+        labels = sem if sem is not None else np.zeros(camera.shape, np.uint8)
+        cols.update(n_points_projected=n_points, n_scans_accumulated=len(neighbours) + 1,
+                    lidar_pixels=n_proj)
+        if sem is None:
+            cols["semantic_ratios"] = None
+        writer.add_frame(name, camera, c2w, image=img, depth=depth,
+                         modalities={"semantic": Modality("labels", labels, "kitti360")},
+                         extras={"source_frame": f"{f:010d}", "camera_id": f"image_{cam}", "sequence": seq,
+                                 "has_semantics": sem is not None},
+                         coverage=cols)
+
+    def _depth(self, calib: kio.Calibration, poses: dict[int, np.ndarray], f: int, cam: str, c2w: np.ndarray,
+               cur: np.ndarray, neighbours: list[tuple[int, np.ndarray]]) -> tuple[np.ndarray, int]:
+        """z-buffered depth of the current scan plus the visible points of the neighbour scans, and the number
+        of points that landed in the image (within the depth range)."""
+        o = self.options
+        camera = calib.cameras[cam].camera
+        lo, hi = float(o.min_depth), float(o.max_depth)  # type: ignore[attr-defined]
+        col, row, z = _pixels(camera, calib.rect_from_velo(cam), cur, lo, hi)
+        depth = zbuffer(col, row, z, camera.h, camera.w)
+        if not neighbours:
+            return depth, len(z)
+        w2c = invert_pose(c2w)
+        # velo(g) -> rectified cam 00 (g) -> world -> this camera, one 4x4 per neighbour scan
+        pts = np.concatenate([s @ T[:3, :3].T + T[:3, 3] for T, s in
+                              ((w2c @ poses[g] @ calib.rect0_from_velo, s) for g, s in neighbours)])
+        ca, ra, za = _pixels(camera, np.eye(4), pts, lo, hi)
+        if o.visibility_check:  # type: ignore[attr-defined]
+            vis = ~hidden_by_scan(ca, ra, za, depth)
+            ca, ra, za = ca[vis], ra[vis], za[vis]
+        depth = zbuffer(np.concatenate([col, ca]), np.concatenate([row, ra]), np.concatenate([z, za]),
+                        camera.h, camera.w)
+        return depth, len(z) + len(za)
+
+
+def _pixels(camera: Camera, cam_from_points: np.ndarray, pts: np.ndarray, lo: float, hi: float
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pixel ``(col, row)`` and depth of the points that land in the image within ``[lo, hi]`` metres."""
+    pc = pts @ cam_from_points[:3, :3].T + cam_from_points[:3, 3]
+    uv, z, ok = camera.project(pc)
+    col, row, inside = camera.pixel_index(uv)
+    keep = ok & inside & (z >= lo) & (z <= hi)
+    return col[keep], row[keep], z[keep]
+
+
+def building_ratio(sem: np.ndarray) -> float:
+    """Fraction of pixels labelled building (KITTI-360 id 11)."""
+    return float(np.count_nonzero(sem == kio.BUILDING_ID) / sem.size)
+
+
+__all__ = ["Kitti360Converter", "Kitti360Options", "building_ratio", "hidden_by_scan"]
