@@ -34,8 +34,7 @@ from wai.format.cameras import Camera
 from wai.format.codecs import cv2
 from wai.format.conventions import invert_pose, make_pose, qvec_to_rotmat, rotmat_to_qvec
 from wai.synthetic.raw_synthetic import FakeInfo
-from wai.synthetic.trajectories import facade_views
-from wai.synthetic.world import World
+from wai.synthetic.world import BUILDING_LINE, World, look_at
 
 #: Real courtyard THIN_PRISM_FISHEYE line (source_formats.md §3.2) at 6048x4032; scaled to the fake's size.
 REAL_SIZE = (6048, 4032)
@@ -102,6 +101,23 @@ def _render_distorted(world: World, cd: Any, c2w: np.ndarray) -> tuple[np.ndarra
     return rgb.reshape(cd.height, cd.width, 3), z.reshape(cd.height, cd.width).astype(np.float32)
 
 
+def facade_poses(world: World, n: int, side: float = 1.0, rank: int = 0, distance: float = 2.5, height: float = 1.7,
+                 step: float = 2.0, yaw_deg: float = 35.0, pitch_deg: float = 10.0) -> list[np.ndarray]:
+    """ETH3D-like handheld DSLR views of one facade: ``n`` poses ``distance`` m in front of the building line,
+    ``step`` m apart, alternately yawed by +-``yaw_deg`` (oblique, so depth varies across the image) and
+    pitched up by ``pitch_deg``. The facade is the ``rank``-th widest building on ``side`` (+1 / -1)."""
+    blds = sorted((b for b in world.boxes if b.cls == "building" and np.sign(b.center[1]) == side
+                   and abs(b.center[0]) < 60), key=lambda b: -b.size[0])
+    x0 = blds[rank % len(blds)].center[0]
+    poses = []
+    for i in range(n):
+        eye = np.array([x0 + (i - (n - 1) / 2) * step, side * (BUILDING_LINE - distance), height])
+        yaw = np.radians(yaw_deg if i % 2 else -yaw_deg)
+        look = np.array([np.sin(yaw), side * np.cos(yaw), np.tan(np.radians(pitch_deg))])
+        poses.append(look_at(eye, eye + look))
+    return poses
+
+
 def _visible(world: World, c2w: np.ndarray, cam: Camera, pts: np.ndarray) -> np.ndarray:
     """Points inside ``cam``'s image and not hidden by another surface (ray cast to the point)."""
     w2c = invert_pose(c2w)
@@ -121,7 +137,7 @@ def make_fake(root: str | Path, n_scenes: int = 2, n_images: int = 3, w: int = 2
               points_per_image: int = 150, seed: int = 0) -> Eth3dFakeInfo:
     """Write ``n_scenes`` ETH3D scenes of ``n_images`` DSLR images each (``w`` x ``h``; the real DSLR is 6048x4032).
 
-    Scene 0 is a training scene (ground-truth depth and masks, one image with an empty POINTS2D line);
+    Scene 0 is a training scene (ground-truth depth and masks, its first image with an empty POINTS2D line);
     every further scene is a test scene without either. ``truth[scene]`` holds, per frame name,
     ``c2w`` (4x4), ``camera`` (format PINHOLE, OpenCV pixel centres), ``image_id``, plus ``points`` (world
     xyz as written), ``tracks`` (point row -> image ids), ``has_gt``, ``dist_params``, ``empty_obs``.
@@ -138,8 +154,7 @@ def make_fake(root: str | Path, n_scenes: int = 2, n_images: int = 3, w: int = 2
         name = SCENE_NAMES[s] if s < len(SCENE_NAMES) else f"scene_{s}"
         training = s == 0
         sd = root / name
-        poses = facade_views(n_images, center_x=-20.0 + 25.0 * s, side=1.0 if s % 2 == 0 else -1.0, distance=10.0,
-                             spread=3.0, seed=seed + s)
+        poses = facade_poses(world, n_images, side=1.0 if s % 2 == 0 else -1.0, rank=s // 2)
         image_ids = [5 + 3 * i for i in range(n_images)]  # arbitrary, not 0/1-based
         names = [f"DSC_{286 + 7 * s * 10 + i:04d}" for i in range(n_images)]
         frames: dict[str, Any] = {}
@@ -149,7 +164,7 @@ def make_fake(root: str | Path, n_scenes: int = 2, n_images: int = 3, w: int = 2
             q, t = rounded(rotmat_to_qvec(w2c[:3, :3])), rounded(w2c[:3, 3])
             qt.append((q, t))
         c2ws = [invert_pose(make_pose(qvec_to_rotmat(q), t)) for q, t in qt]
-        empty_obs = names[1] if training and n_images > 1 else None
+        empty_obs = names[0] if training else None  # its neighbours still share points with each other
 
         # 3D points: rays cast from every camera into the world, visibility by ray casting.
         pts = []
