@@ -1,0 +1,284 @@
+"""Measure conversion, LiDAR projection and the loader side by side in one run; write one JSON.
+
+    python bench/run.py [--quick] [--out bench/results.json] [--sources kitti360,eth3d]
+
+Per source (fake raw data at native resolution from ``wai.synthetic``): frames/s per core (1 worker),
+the share of conversion time that is unavoidable codec work (decode the raw files + encode the outputs,
+re-measured on the same data in this run), peak RSS of the converting process, and the 2-worker speedup.
+Plus LiDAR projection rates (exact z-buffer vs last-write-wins vs a lexsort reference), memory growth with
+scene length, and the loader figures of ``bench/loader.py``. Figures are ratios or per-core rates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from wai.format import codecs, load_frame, load_scene  # noqa: E402
+from wai.format.cameras import Camera  # noqa: E402
+from wai.format.codecs import cv2  # noqa: E402
+from wai.format.projection import project_to_depth, zbuffer  # noqa: E402
+
+#: make_fake keyword arguments giving each source's native resolution (quick / full frame counts).
+NATIVE: dict[str, dict] = {
+    "synthetic": {"w": 1408, "h": 376},
+}
+SCALE: dict[str, tuple[dict, dict]] = {  # (quick, full) extra kwargs: how many scenes/frames
+    "synthetic": ({"n_scenes": 2, "n_frames": 4}, {"n_scenes": 4, "n_frames": 10}),
+}
+
+CHILD = """
+import json, resource, sys, time
+from wai.converters import get_converter
+from wai.converters.base import RunOptions, run_conversion
+name, raw, out, workers, opts = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), json.loads(sys.argv[5])
+cls = get_converter(name)
+t = time.perf_counter()
+res = run_conversion(cls(raw, cls.Options(**opts)), out, RunOptions(workers=workers, overwrite=True, progress=False))
+dt = time.perf_counter() - t
+kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"seconds": dt, "frames": sum(r.n_frames for r in res.results), "failed": len(res.failed),
+                  "peak_rss_mb": max(me, kids)}))
+"""
+
+
+def _child(name: str, raw: Path, out: Path, workers: int, opts: dict) -> dict:
+    proc = subprocess.run([sys.executable, "-c", CHILD, name, str(raw), str(out), str(workers), json.dumps(opts)],
+                          capture_output=True, text=True, check=True, cwd=HERE.parent)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _decode_raw_seconds(raw: Path) -> float:
+    """Time to read and decode every raw file once (the unavoidable source decode work)."""
+    t = time.perf_counter()
+    for p in sorted(raw.rglob("*")):
+        if not p.is_file():
+            continue
+        ext = p.suffix.lower()
+        if ext in (".png", ".jpg", ".jpeg"):
+            if cv2.imread(str(p), cv2.IMREAD_UNCHANGED) is None:  # e.g. ETH3D raw float32 depth named .JPG
+                np.fromfile(p, dtype=np.uint8)
+        elif ext == ".npy":
+            np.load(p)
+        elif ext == ".pcd":
+            np.loadtxt(p, skiprows=11, dtype=np.float32, max_rows=None)
+        elif ext in (".bin", ""):
+            np.fromfile(p, dtype=np.float32)
+        else:
+            p.read_bytes()
+    return time.perf_counter() - t
+
+
+def _encode_out_seconds(out: Path, precision: str = "float16") -> float:
+    """Time to encode every output modality of every frame once (the unavoidable output encode work)."""
+    total = 0.0
+    for meta in sorted(out.glob("*/scene_meta.json")):
+        scene = load_scene(meta.parent)
+        mods = scene.meta["frame_modalities"]
+        for i in range(len(scene.frames)):
+            f = load_frame(scene, i)
+            t = time.perf_counter()
+            for name, spec in mods.items():
+                arr, fmt = f[name], spec["format"]
+                if fmt == "image":
+                    codecs.encode_image(arr, Path(f[f"{name}_fname"]).suffix)
+                elif fmt == "depth":
+                    codecs.encode_depth(arr, precision)
+                elif fmt == "binary":
+                    codecs.encode_mask(arr)
+                elif fmt == "labels":
+                    codecs.encode_labels(arr)
+            total += time.perf_counter() - t
+    return total
+
+
+def bench_conversion(name: str, quick: bool, tmp: Path) -> dict:
+    """One source: frames/s per core, codec share, peak RSS, 2-worker speedup."""
+    from wai.synthetic import get_fake
+
+    kw = {**NATIVE.get(name, {}), **SCALE.get(name, ({}, {}))[0 if quick else 1]}
+    info = get_fake(name)(tmp / name / "raw", **kw)
+    opts = info.options or {}
+    one = _child(name, info.root, tmp / name / "out1", 1, opts)
+    two = _child(name, info.root, tmp / name / "out2", 2, opts)
+    codec = _decode_raw_seconds(info.root) + _encode_out_seconds(tmp / name / "out1")
+    return {
+        "frames": one["frames"],
+        "frames_per_s_per_core": one["frames"] / one["seconds"],
+        "codec_share": min(1.0, codec / one["seconds"]),
+        "codec_seconds": codec,
+        "conversion_seconds": one["seconds"],
+        "peak_rss_mb": one["peak_rss_mb"],
+        "speedup_2_workers": (two["frames"] / two["seconds"]) / (one["frames"] / one["seconds"]),
+        "fake_kwargs": kw,
+    }
+
+
+def _rate(f, n_points: int, reps: int) -> float:
+    f()
+    best = np.inf
+    for _ in range(3):
+        t = time.perf_counter()
+        for _ in range(reps):
+            f()
+        best = min(best, (time.perf_counter() - t) / reps)
+    return n_points / best / 1e6
+
+
+def bench_projection(quick: bool) -> dict:
+    """KITTI-360-like scan into a 1408x376 image: exact z-buffer vs last-write-wins vs lexsort reference."""
+    cam = Camera.pinhole(1408, 376, 552.554261, 552.554261, 682.049453, 238.769549)
+    rng = np.random.default_rng(0)
+    n = 120_000
+    az = rng.uniform(-np.pi, np.pi, n)
+    el = rng.uniform(np.deg2rad(-24.9), np.deg2rad(2.0), n)
+    r = rng.uniform(2, 80, n)
+    # Velodyne-like scan in camera axes (x right, y down, z forward)
+    pts = np.stack([r * np.cos(el) * np.sin(az), -r * np.sin(el), r * np.cos(el) * np.cos(az),
+                    rng.random(n)], 1).astype(np.float32)
+    T = np.eye(4)
+    reps = 5 if quick else 20
+    zb = _rate(lambda: project_to_depth(cam, T, pts, 0.5, 80.0), n, reps)
+
+    def last_write() -> np.ndarray:
+        x, y, z = pts[:, 0], pts[:, 1], pts[:, 2]
+        k = (z >= 0.5) & (z <= 80)
+        col = np.floor(x[k] / z[k] * cam.fl_x + cam.cx + 0.5).astype(np.int32)
+        row = np.floor(y[k] / z[k] * cam.fl_y + cam.cy + 0.5).astype(np.int32)
+        ins = (col >= 0) & (col < cam.w) & (row >= 0) & (row < cam.h)
+        out = np.zeros((cam.h, cam.w), np.float32)
+        out[row[ins], col[ins]] = z[k][ins]
+        return out
+
+    def reference() -> np.ndarray:
+        x, y, z = (pts[:, i].astype(np.float64) for i in range(3))
+        k = (z >= 0.5) & (z <= 80)
+        col = np.floor(x[k] / z[k] * cam.fl_x + cam.cx + 0.5).astype(np.int64)
+        row = np.floor(y[k] / z[k] * cam.fl_y + cam.cy + 0.5).astype(np.int64)
+        ins = (col >= 0) & (col < cam.w) & (row >= 0) & (row < cam.h)
+        lin, d = row[ins] * cam.w + col[ins], z[k][ins]
+        order = np.lexsort((d, lin))
+        lin, d = lin[order], d[order]
+        first = np.r_[True, lin[1:] != lin[:-1]]
+        out = np.zeros(cam.h * cam.w, np.float32)
+        out[lin[first]] = d[first]
+        return out.reshape(cam.h, cam.w)
+
+    lw = _rate(last_write, n, reps)
+    ref = _rate(reference, n, max(1, reps // 4))
+    got, _ = project_to_depth(cam, T, pts, 0.5, 80.0)
+    exp = reference()
+    # accumulated scans (K=5 each side): where last-write-wins goes wrong
+    acc = np.concatenate([pts] * 11)
+    acc[:, :3] += rng.normal(scale=0.5, size=(len(acc), 3)).astype(np.float32)
+    pts_backup = pts
+    pts = acc
+    wrong = float(np.mean(last_write() != reference()))
+    pts = pts_backup
+    del pts_backup
+    z1 = zbuffer(np.array([3, 3]), np.array([2, 2]), np.array([9.0, 4.0]), 5, 5)
+    return {
+        "points": n,
+        "zbuffer_mpts_per_s": zb,
+        "last_write_mpts_per_s": lw,
+        "reference_lexsort_mpts_per_s": ref,
+        "zbuffer_vs_last_write": zb / lw,
+        "zbuffer_pixels_differing_from_reference": float(np.mean(got != exp)),
+        "last_write_pixels_wrong_accumulated_11_scans": wrong,
+        "zbuffer_keeps_nearer": bool(z1[2, 3] == 4.0),
+    }
+
+
+def bench_memory(quick: bool, tmp: Path) -> dict:
+    """Peak RSS of converting one KITTI-360-sized (1408x376) scene of N frames, for two N: must not grow with N."""
+    from wai.format.cameras import Camera as Cam
+    from wai.synthetic.raw_synthetic import make_fake
+
+    out: dict[str, float] = {}
+    sizes = (50, 200) if quick else (100, 1000)
+    base = make_fake(tmp / "mem_base", n_scenes=1, n_frames=4, w=1408, h=376)
+    src = base.root / "scene_000"
+    lines = (src / "cameras.txt").read_text().splitlines()
+    for n in sizes:
+        raw = tmp / f"mem_{n}"
+        sd = raw / "scene_000"
+        for sub in ("rgb", "depth", "semantic"):
+            (sd / sub).mkdir(parents=True, exist_ok=True)
+        body = [lines[0]]
+        for i in range(n):  # replicate rendered frames under new names (geometry is irrelevant for memory)
+            j = i % 4
+            name = f"{i:06d}"
+            for sub, ext in (("rgb", "png"), ("depth", "npy"), ("semantic", "png")):
+                os.link(src / sub / f"{j:06d}.{ext}", sd / sub / f"{name}.{ext}")
+            body.append(name + lines[1 + j][6:])
+        (sd / "cameras.txt").write_text("\n".join(body) + "\n")
+        (raw / "splits.txt").write_text("scene_000 train\n")
+        r = _child("synthetic", raw, tmp / f"mem_out_{n}", 1, {})
+        out[f"peak_rss_mb_{n}_frames"] = r["peak_rss_mb"]
+    a, b = sizes
+    out["rss_growth_mb_per_1000_frames"] = (out[f"peak_rss_mb_{b}_frames"] - out[f"peak_rss_mb_{a}_frames"]) / (
+        (b - a) / 1000)
+    _ = Cam
+    return out
+
+
+def main() -> None:
+    """Run every benchmark and write the JSON."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer frames and repetitions (< 5 minutes on 2 cores)")
+    ap.add_argument("--out", default=str(HERE / "results.json"))
+    ap.add_argument("--sources", default=None, help="comma-separated sources (default: all registered with a fake)")
+    args = ap.parse_args()
+    from wai.converters import REGISTRY
+    from wai.synthetic import FAKES
+
+    sources = args.sources.split(",") if args.sources else [s for s in sorted(REGISTRY) if s in FAKES]
+    t0 = time.perf_counter()
+    result: dict = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
+                    "opencv": cv2.__version__, "quick": args.quick},
+        "conversion": {},
+    }
+    result["lidar_projection"] = bench_projection(args.quick)
+    print(json.dumps(result["lidar_projection"], indent=1), flush=True)
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        for s in sources:
+            try:
+                result["conversion"][s] = bench_conversion(s, args.quick, tmp)
+            except (subprocess.CalledProcessError, ImportError) as e:
+                err = e.stderr.strip().splitlines()[-1] if isinstance(e, subprocess.CalledProcessError) else str(e)
+                result["conversion"][s] = {"error": err}
+            print(s, json.dumps(result["conversion"][s]), flush=True)
+        result["memory"] = bench_memory(args.quick, tmp)
+    try:
+        sys.path.insert(0, str(HERE))
+        import loader as loader_bench  # bench/loader.py
+
+        lb = loader_bench.run(quick=args.quick)
+        result["loader"] = {"views_per_s_per_worker": lb["views_per_s_per_worker"],
+                            "speedup_vs_reparse": lb["speedup_vs_reparse"], **lb}
+    except ImportError as e:
+        result["loader"] = {"error": f"bench/loader.py unavailable: {e}"}
+    result["seconds_total"] = time.perf_counter() - t0
+    result["peak_rss_mb_bench_process"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out} in {result['seconds_total']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
