@@ -236,17 +236,18 @@ def nearest_lookup(src: Any, dst: Camera, chunk: int = 1 << 20) -> np.ndarray:
     centre and orientation: each ``dst`` pixel centre is unprojected with the pinhole and projected with
     ``src.img_from_cam``. Processed in chunks of ``chunk`` pixels to bound memory at full DSLR size.
     """
-    grid = dst.pixel_grid()
-    out = np.empty(len(grid), dtype=np.int64)
-    for s in range(0, len(grid), chunk):
-        rays = dst.rays(grid[s : s + chunk], normalize=False)
-        uv = img_from_cam(src, rays)
+    out = np.empty(dst.h * dst.w, dtype=np.int64)
+    rows_per_chunk = max(1, chunk // dst.w)
+    for r0 in range(0, dst.h, rows_per_chunk):
+        v, u = np.mgrid[r0 : min(r0 + rows_per_chunk, dst.h), 0 : dst.w]
+        uv_dst = np.stack([u.ravel(), v.ravel()], axis=-1).astype(np.float64)
+        uv = img_from_cam(src, dst.rays(uv_dst, normalize=False))
         good = np.all(np.isfinite(uv), axis=1)
         uv = np.where(good[:, None], uv, -1.0)
         col = np.floor(uv[:, 0] + 0.5).astype(np.int64)
         row = np.floor(uv[:, 1] + 0.5).astype(np.int64)
         inside = good & (col >= 0) & (col < src.width) & (row >= 0) & (row < src.height)
-        out[s : s + chunk] = np.where(inside, row * src.width + col, -1)
+        out[r0 * dst.w : r0 * dst.w + len(uv)] = np.where(inside, row * src.width + col, -1)
     return out
 
 
