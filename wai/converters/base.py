@@ -136,6 +136,8 @@ class Converter(ABC):
     def __init__(self, input_root: str | Path, options: ConverterOptions | None = None) -> None:
         self.root = Path(input_root)
         self.options = options if options is not None else self.Options()
+        #: Source scenes that ``iter_scenes`` filtered out, with the reason (reported in the manifest).
+        self.skipped_scenes: dict[str, str] = {}
         if not self.root.is_dir():
             raise SourceNotFoundError(
                 f"raw {self.name} dataset not found: {self.root} is not a directory; pass --input <raw root>"
@@ -151,6 +153,11 @@ class Converter(ABC):
 
         May return a small JSON-able summary that is stored in the manifest (e.g. sampling counts).
         """
+
+    def skip_scene(self, name: str, reason: str) -> None:
+        """Record that ``iter_scenes`` left source scene ``name`` out on purpose (never skip silently)."""
+        self.skipped_scenes[name] = reason
+        log.info("%s: skipping %s: %s", self.name, name, reason)
 
     def check_scene(self, scene: SceneRef) -> list[str]:
         """Problems with the raw files of one scene (``--check-raw``); each names the file. Default: none."""
@@ -418,6 +425,7 @@ def write_dataset_outputs(
             "frames_by_split": {sp: sum(1 for r in rows if r.get("selected", True) and r["scene"] in set(v))
                                 for sp, v in by_split.items()},
         },
+        "scenes_skipped_by_converter": dict(sorted(converter.skipped_scenes.items())),
         "drop_reasons": _count([r.get("drop_reason") for r in rows if not r.get("selected", True)]),
         "failures": failures,
         "timings": {

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import logging
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -65,8 +64,6 @@ from wai.format.conventions import (
     orthonormalize,
 )
 from wai.format.scene import Modality, SceneWriter
-
-log = logging.getLogger("wai.convert.co3d")
 
 FRAME_ANNOTATIONS = "frame_annotations.jgz"
 SEQUENCE_ANNOTATIONS = "sequence_annotations.jgz"
@@ -219,14 +216,14 @@ class Co3DConverter(Converter):
                 seq = str(sa["sequence_name"])
                 score = sa.get("viewpoint_quality_score")
                 if (score is None and min_q > 0) or (score is not None and float(score) < min_q):
-                    log.info("co3d: skipping %s/%s: viewpoint_quality_score %s < --min-quality %s", cat, seq,
-                             score, min_q)
+                    self.skip_scene(f"{cat}_{seq}", f"viewpoint_quality_score {score} < --min-quality {min_q}")
                     continue
                 split, frame_splits = "train", None
                 if set_list is not None:
                     frame_splits = set_list.get(seq)
                     if not frame_splits:
-                        continue  # not part of this subset
+                        self.skip_scene(f"{cat}_{seq}", f"not in set list {self.options.set_list}")  # type: ignore[attr-defined]
+                        continue
                     counts = [sum(1 for s in frame_splits.values() if s == sp) for sp in SPLITS]
                     split = SPLITS[int(np.argmax(counts))]
                 name = f"{cat}_{seq}"
