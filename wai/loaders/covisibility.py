@@ -146,7 +146,7 @@ def _candidates(fr: _Frames, i: int, tol: np.ndarray, half: np.ndarray) -> np.nd
     if fr.n_valid[i] == 0:
         return np.zeros(fr.n, dtype=bool)
     R, t = fr.poses[:, :3, :3], fr.poses[:, :3, 3]
-    c = np.einsum("nk,nkj->nj", fr.center[i] - t, R)  # R_j^T (c - t_j), [N, 3]
+    c = np.matmul((fr.center[i] - t)[:, None, :], R)[:, 0]  # R_j^T (c - t_j) as rows, [N, 3]
     dist = np.linalg.norm(c, axis=1)
     r = fr.radius[i] + 1e-6
     cand = (dist - r <= fr.far + tol) & (fr.n_valid > 0)
@@ -227,7 +227,8 @@ def _count(pts: np.ndarray, fr: _Frames, j_idx: np.ndarray, cam: Camera, tol_con
            min_depth: float) -> np.ndarray:
     """Number of ``pts`` (world, [P, 3]) that each target in ``j_idx`` sees at the depth it measured."""
     T = fr.poses[j_idx]
-    local = np.einsum("pk,gkj->gpj", pts, T[:, :3, :3]) - np.einsum("gk,gkj->gj", T[:, :3, 3], T[:, :3, :3])[:, None]
+    R = T[:, :3, :3]
+    local = np.matmul(pts[None], R) - np.matmul(T[:, None, :3, 3], R)  # R_j^T (p - t_j) as rows, [G, P, 3]
     g, p = local.shape[:2]
     uv, d_exp, ok = cam.project(local.reshape(-1, 3))
     col, row, inside = cam.pixel_index(uv)
