@@ -140,3 +140,10 @@ def test_killed_write_leaves_no_final_file_and_resume_redoes(tmp_path: Path, kil
     # resume: an incomplete scene is redone from scratch
     _write(tmp_path)
     assert is_complete(s) and not list(s.rglob(".tmp-*"))
+
+
+def test_final_files_have_normal_permissions(tmp_path: Path) -> None:
+    from wai.format import atomic
+
+    p = atomic.write_bytes(tmp_path / "x.json", b"{}")
+    assert p.stat().st_mode & 0o777 == atomic.FILE_MODE and atomic.FILE_MODE & 0o044  # group/other readable

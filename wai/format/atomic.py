@@ -15,6 +15,10 @@ from typing import Any
 import numpy as np
 
 TMP_PREFIX = ".tmp-"
+# mkstemp creates 0600 files; final files get the usual 0666 & ~umask like any open(..., "w") would.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK
 
 
 def write_bytes(path: str | Path, data: bytes) -> Path:
@@ -23,6 +27,7 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + p.name + ".", dir=p.parent)
     try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.replace(tmp, p)
