@@ -213,15 +213,25 @@ def select_scenes(scenes: list[SceneRef], opts: RunOptions) -> list[SceneRef]:
 
 
 def convert_one(
-    converter: Converter, scene: SceneRef, output: Path, depth_precision: str, overwrite: bool
+    converter: Converter, scene: SceneRef, output: Path, depth_precision: str, overwrite: bool,
+    frame_progress: bool = False,
 ) -> SceneResult:
-    """Convert one scene, isolating failures: the result says ``failed`` with the traceback."""
+    """Convert one scene, isolating failures: the result says ``failed`` with the traceback.
+
+    With ``frame_progress`` a tqdm bar counts the scene's frames (written and dropped).
+    """
     t0 = time.perf_counter()
+    bar = None
     try:
         with SceneWriter(
             output, scene.name, converter.name, depth_precision=depth_precision, overwrite=overwrite,
             source=converter.source_info(scene), **converter.writer_options(scene),
         ) as writer:
+            if frame_progress:
+                from tqdm import tqdm
+
+                bar = tqdm(total=scene.n_frames, desc=f"  {scene.name}", unit="frame", leave=False)
+                writer.on_frame = lambda: bar.update(1)  # type: ignore[union-attr]
             summary = converter.convert_scene(scene, writer) or {}
             n_frames = writer.n_frames
             n_dropped = sum(1 for r in writer.coverage_rows if not r.get("selected", True))
@@ -234,6 +244,9 @@ def convert_one(
         tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
         return SceneResult(scene.name, scene.split, FAILED, seconds=time.perf_counter() - t0,
                            error=f"{type(e).__name__}: {e}\n{tb}")
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def _worker(args: tuple[Any, ...]) -> SceneResult:
@@ -326,7 +339,7 @@ def _execute(
     workers = max(1, min(opts.workers, len(todo)))
     if workers == 1:
         for s in todo:
-            yield convert_one(converter, s, output, opts.depth_precision, overwrite)
+            yield convert_one(converter, s, output, opts.depth_precision, overwrite, frame_progress=opts.progress)
         return
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed

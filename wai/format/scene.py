@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import shutil
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -154,6 +154,8 @@ class SceneWriter:
         self.scene_modalities: dict[str, Any] = {}
         self._s = _State()
         self._open = False
+        #: Called after every written or dropped frame (progress bars).
+        self.on_frame: Callable[[], None] | None = None
 
     # -- lifecycle --
     def __enter__(self) -> SceneWriter:
@@ -303,6 +305,8 @@ class SceneWriter:
         self._s.frames.append(frame)
         self._s.names.add(frame_name)
         self._s.coverage.append(row)
+        if self.on_frame is not None:
+            self.on_frame()
         return frame
 
     def drop_frame(self, frame_name: str, reason: str, width: int = 0, height: int = 0, **columns: Any) -> None:
@@ -311,6 +315,8 @@ class SceneWriter:
         row.update(columns)
         row.update(selected=False, drop_reason=reason)
         self._s.coverage.append(row)
+        if self.on_frame is not None:
+            self.on_frame()
 
     @property
     def coverage_rows(self) -> list[dict[str, Any]]:
