@@ -168,3 +168,15 @@ def test_registry_errors() -> None:
 
     with pytest.raises(MissingDependencyError, match="fix:"):
         load_class("wai.converters.does_not_exist:X")
+
+
+def test_missing_extra_stays_listed_with_pip_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from wai import converters
+
+    entry = converters.Entry("wai_missing_dependency_xyz:Converter", "needs an extra", extra="open3d")
+    monkeypatch.setitem(converters.REGISTRY, "needsextra", entry)
+    runner = CliRunner()
+    listing = runner.invoke(convert_main, ["--help"])
+    assert "needsextra" in listing.output and "wai[open3d]" in listing.output
+    res = runner.invoke(convert_main, ["needsextra", "--input", "x", "--output", "y"])
+    assert res.exit_code == 1 and "pip install 'wai[open3d]'" in res.output
