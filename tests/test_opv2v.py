@@ -320,3 +320,16 @@ def test_missing_open3d_names_the_extra(raw: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setitem(sys.modules, "open3d", None)
     with pytest.raises(MissingDependencyError, match=r"wai\[open3d\]"):
         io.read_pcd(raw / "raw" / "train" / SCEN / fake.AGENTS[0] / "000069.pcd")
+
+
+def test_opv2v_h_depth_png_encoding(tmp_path: Path) -> None:
+    from wai.format.codecs import cv2
+
+    img = np.array([[0, 7, 255], [50, 1, 254]], np.uint8)
+    cv2.imwrite(str(tmp_path / "000069_depth1.png"), img)
+    p = io.find_camera_depth([tmp_path / "nowhere", tmp_path], "000069", 1)
+    assert p == tmp_path / "000069_depth1.png"
+    d = io.read_camera_depth(p, (2, 3))
+    assert d.tolist() == [[0.0, 7.0, 0.0], [50.0, 1.0, 254.0]]  # metres; 0 and 255 = no data
+    with pytest.raises(SourceLayoutError, match="000069_depth1.png"):
+        io.read_camera_depth(p, (600, 800))
