@@ -18,6 +18,7 @@ import numpy as np
 
 from wai.errors import layout_error, require_file
 from wai.format.cameras import Camera
+from wai.format.codecs import cv2
 from wai.format.conventions import is_proper_rotation
 
 #: Semantic id of ``building`` in the KITTI-360 label table (``labels.py``).
@@ -238,3 +239,44 @@ def label_table() -> tuple[dict[str, object], ...]:
 def label_names() -> dict[int, str]:
     """``{id: name}`` of every label with a non-negative id (the values of ``semantic`` PNGs)."""
     return {int(r["id"]): str(r["name"]) for r in label_table() if int(r["id"]) >= 0}  # type: ignore[call-overload]
+
+
+# --- depth helpers ---------------------------------------------------------------------------------
+
+#: Occlusion filter half-window (rows, cols) and margin: about two Velodyne channel spacings (0.4 deg ~ 4 px)
+#: by a few azimuth steps, so the sparse returns of a near occluder close up (tuned on the fake, see docs).
+OCC_HALF_ROWS = 4
+OCC_HALF_COLS = 3
+OCC_REL_TOL = 0.10
+
+
+def remove_occluded(depth: np.ndarray, half_rows: int = OCC_HALF_ROWS, half_cols: int = OCC_HALF_COLS,
+                    rel_tol: float = OCC_REL_TOL) -> np.ndarray:
+    """Zero the pixels of a sparse z-buffer that have a nearer return (by more than ``rel_tol``) in their window.
+
+    The LiDAR sits away from the camera, so it sees surfaces the camera cannot (behind poles, trunks, cars);
+    those points land between the sparse points of the occluder. Each point is treated as a splat of the
+    LiDAR's angular spacing: a pixel whose depth exceeds the window minimum by more than ``rel_tol`` is behind
+    a closer surface and is dropped. Costs some coverage at depth edges and on far ground, where the window
+    spans a larger depth change.
+    """
+    d = np.where(depth > 0, depth, np.inf).astype(np.float32)
+    k = np.ones((2 * half_rows + 1, 2 * half_cols + 1), np.uint8)
+    dmin = cv2.erode(d, k, borderType=cv2.BORDER_CONSTANT, borderValue=float("inf"))
+    keep = np.isfinite(d) & (d <= dmin * (1.0 + rel_tol))
+    return np.where(keep, depth, 0.0).astype(np.float32)
+
+
+def pixels(camera: Camera, cam_from_points: np.ndarray, pts: np.ndarray, lo: float, hi: float
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pixel ``(col, row)`` and depth of the points that land in the image within ``[lo, hi]`` metres."""
+    pc = pts @ cam_from_points[:3, :3].T + cam_from_points[:3, 3]
+    uv, z, ok = camera.project(pc)
+    col, row, inside = camera.pixel_index(uv)
+    keep = ok & inside & (z >= lo) & (z <= hi)
+    return col[keep], row[keep], z[keep]
+
+
+def building_ratio(sem: np.ndarray) -> float:
+    """Fraction of pixels labelled building (KITTI-360 id 11)."""
+    return float(np.count_nonzero(sem == BUILDING_ID) / sem.size)

@@ -44,7 +44,6 @@ from wai.converters import _kitti360_io as kio
 from wai.converters.base import Converter, ConverterOptions, SceneRef, option
 from wai.converters.sampling import BUILDING_BUCKETS, bucket_of, parse_weights, stratified_sample
 from wai.errors import SourceNotFoundError, WaiError, layout_error, require_dir
-from wai.format.cameras import Camera
 from wai.format.codecs import read_labels
 from wai.format.conventions import invert_pose
 from wai.format.projection import zbuffer
@@ -71,7 +70,8 @@ class Kitti360Options(ConverterOptions):
     min_depth: float = option(0.5, "keep LiDAR points with camera z >= this (metres)")
     max_depth: float = option(80.0, "keep LiDAR points with camera z <= this (metres)")
     accumulate: int = option(0, "add the scans of the K previous and K next posed frames")
-    visibility_check: bool = option(True, "drop accumulated points hidden behind the current scan")
+    occlusion_filter: bool = option(True, "drop depth pixels more than 10% behind a LiDAR return in their 9x7 window "
+                                    "(points seen by the LiDAR but hidden from the camera)")
     building_only: bool = option(False, "set depth to 0 outside pixels labelled building (id 11)")
     min_building_ratio: float | None = option(None, "drop frames whose building pixel fraction is below this")
     min_valid_depth: int | None = option(None, "drop frames with fewer valid depth pixels on buildings "
@@ -79,44 +79,6 @@ class Kitti360Options(ConverterOptions):
     sample: int | None = option(None, "pick N frames per sequence, stratified by building ratio")
     bucket_weights: str = option("0.5,0.3,0.2", "target proportions of the buckets rich,mixed,road")
     seed: int = option(0, "random seed of --sample")
-
-
-#: Visibility check of accumulated points (see ``hidden_by_scan``): rows searched up/down for a point of the
-#: current scan (a few Velodyne channel spacings), columns of the horizontal min-filter, relative depth margin.
-VIS_MAX_GAP_PX = 12
-VIS_HALF_WIDTH_PX = 2
-VIS_REL_TOL = 0.05
-
-
-def hidden_by_scan(col: np.ndarray, row: np.ndarray, z: np.ndarray, ref: np.ndarray,
-                   max_gap: int = VIS_MAX_GAP_PX, half_width: int = VIS_HALF_WIDTH_PX,
-                   rel_tol: float = VIS_REL_TOL) -> np.ndarray:
-    """Which points (pixel ``col``/``row``, depth ``z``) lie behind the surface seen by a reference depth map.
-
-    ``ref`` is the z-buffer of the current scan (0 = empty). The scan samples every visible surface along
-    its channel lines, so a point is hidden when the nearest reference points above and below it in its
-    column (within ``max_gap`` rows, after a min-filter over ``2 half_width + 1`` columns) are all nearer
-    than ``z (1 - rel_tol)``. A point between a far and a near reference (the ground between two channel
-    lines) is kept; one with no reference nearby is kept. Vectorised, O(h w + N).
-    """
-    from wai.format.codecs import cv2
-
-    h, w = ref.shape
-    r = np.where(ref > 0, ref, np.inf).astype(np.float32)
-    if half_width > 0:
-        r = cv2.erode(r, np.ones((1, 2 * half_width + 1), np.uint8), borderType=cv2.BORDER_CONSTANT,
-                      borderValue=float("inf"))
-    valid = np.isfinite(r)
-    rows = np.arange(h)[:, None]
-    up = np.maximum.accumulate(np.where(valid, rows, -1), axis=0)
-    dn = np.minimum.accumulate(np.where(valid, rows, h)[::-1], axis=0)[::-1]
-    u, d = up[row, col], dn[row, col]
-    has_u = (u >= 0) & (row - u <= max_gap)
-    has_d = (d < h) & (d - row <= max_gap)
-    limit = z * (1.0 - rel_tol)
-    near_u = r[np.clip(u, 0, h - 1), col] < limit
-    near_d = r[np.clip(d, 0, h - 1), col] < limit
-    return (has_u | has_d) & (~has_u | near_u) & (~has_d | near_d)
 
 
 class Kitti360Converter(Converter):
@@ -211,7 +173,7 @@ class Kitti360Converter(Converter):
                 ratio[f] = None
                 if need_ratio and f in posed:
                     sp = self._sem_path(seq, "00", f)
-                    ratio[f] = building_ratio(read_labels(sp)) if sp.is_file() else None
+                    ratio[f] = kio.building_ratio(read_labels(sp)) if sp.is_file() else None
             if o.min_building_ratio is not None:  # type: ignore[attr-defined]
                 for f in frames:
                     if status[f] is None:
@@ -324,7 +286,8 @@ class Kitti360Converter(Converter):
             "velodyne": f"{VELO}/{seq}/velodyne_points/data"})
         writer.set_filters({
             "depth_range_m": [float(o.min_depth), float(o.max_depth)],  # type: ignore[attr-defined]
-            "accumulate": K, "visibility_check": bool(o.visibility_check) if K else None,  # type: ignore[attr-defined]
+            "accumulate": K, "occlusion_filter": {"half_rows": kio.OCC_HALF_ROWS, "half_cols": kio.OCC_HALF_COLS,
+                                                  "rel_tol": kio.OCC_REL_TOL} if o.occlusion_filter else None,  # type: ignore[attr-defined]
             "building_only": bool(o.building_only), "building_label_id": kio.BUILDING_ID,  # type: ignore[attr-defined]
             "min_building_ratio": o.min_building_ratio, "min_valid_depth": mvd,  # type: ignore[attr-defined]
             "sample": o.sample, "bucket_weights": o.bucket_weights if o.sample else None,  # type: ignore[attr-defined]
@@ -385,6 +348,7 @@ class Kitti360Converter(Converter):
             return
         c2w = poses[f] @ invert_pose(rc.rect_from_rect0)
         depth, n_points = self._depth(calib, poses, f, cam, c2w, cur, neighbours)
+        depth = self._occlusion(depth)
         n_proj = int(np.count_nonzero(depth > 0))
         sem_path = self._sem_path(seq, cam, f)
         sem = None
@@ -393,7 +357,7 @@ class Kitti360Converter(Converter):
             if sem.shape != camera.shape or sem.dtype != np.uint8:
                 raise layout_error(sem_path, f"expected an 8-bit {camera.w}x{camera.h} label map, got {sem.dtype} "
                                    f"{sem.shape[::-1]}")
-        ratio = building_ratio(sem) if sem is not None else None
+        ratio = kio.building_ratio(sem) if sem is not None else None
         building = sem == kio.BUILDING_ID if sem is not None else None
         if bucket is None and ratio is not None:  # not sampled: the frame's own bucket, for the statistics
             bucket = bucket_of(ratio)
@@ -429,7 +393,7 @@ class Kitti360Converter(Converter):
         o = self.options
         camera = calib.cameras[cam].camera
         lo, hi = float(o.min_depth), float(o.max_depth)  # type: ignore[attr-defined]
-        col, row, z = _pixels(camera, calib.rect_from_velo(cam), cur, lo, hi)
+        col, row, z = kio.pixels(camera, calib.rect_from_velo(cam), cur, lo, hi)
         depth = zbuffer(col, row, z, camera.h, camera.w)
         if not neighbours:
             return depth, len(z)
@@ -437,28 +401,15 @@ class Kitti360Converter(Converter):
         # velo(g) -> rectified cam 00 (g) -> world -> this camera, one 4x4 per neighbour scan
         pts = np.concatenate([s @ T[:3, :3].T + T[:3, 3] for T, s in
                               ((w2c @ poses[g] @ calib.rect0_from_velo, s) for g, s in neighbours)])
-        ca, ra, za = _pixels(camera, np.eye(4), pts, lo, hi)
-        if o.visibility_check:  # type: ignore[attr-defined]
-            vis = ~hidden_by_scan(ca, ra, za, depth)
-            ca, ra, za = ca[vis], ra[vis], za[vis]
+        ca, ra, za = kio.pixels(camera, np.eye(4), pts, lo, hi)
         depth = zbuffer(np.concatenate([col, ca]), np.concatenate([row, ra]), np.concatenate([z, za]),
                         camera.h, camera.w)
         return depth, len(z) + len(za)
 
-
-def _pixels(camera: Camera, cam_from_points: np.ndarray, pts: np.ndarray, lo: float, hi: float
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pixel ``(col, row)`` and depth of the points that land in the image within ``[lo, hi]`` metres."""
-    pc = pts @ cam_from_points[:3, :3].T + cam_from_points[:3, 3]
-    uv, z, ok = camera.project(pc)
-    col, row, inside = camera.pixel_index(uv)
-    keep = ok & inside & (z >= lo) & (z <= hi)
-    return col[keep], row[keep], z[keep]
+    def _occlusion(self, depth: np.ndarray) -> np.ndarray:
+        if not self.options.occlusion_filter:  # type: ignore[attr-defined]
+            return depth
+        return kio.remove_occluded(depth)
 
 
-def building_ratio(sem: np.ndarray) -> float:
-    """Fraction of pixels labelled building (KITTI-360 id 11)."""
-    return float(np.count_nonzero(sem == kio.BUILDING_ID) / sem.size)
-
-
-__all__ = ["Kitti360Converter", "Kitti360Options", "building_ratio", "hidden_by_scan"]
+__all__ = ["Kitti360Converter", "Kitti360Options"]
