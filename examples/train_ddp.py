@@ -161,6 +161,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                          num_workers=args.workers, pin_memory=device.type == "cuda",
                                          persistent_workers=False)
 
+    if len(sampler) == 0:
+        raise SystemExit(f"no batches: {len(dataset)} samples cannot fill {world} rank(s) x "
+                         f"{args.images_per_gpu} images; lower --images-per-gpu or add data")
     model = DepthNet().to(device)
     ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     opt = torch.optim.Adam(ddp.parameters(), lr=args.lr)

@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 
 from wai.errors import SceneNotFoundError, SchemaError, import_optional
-from wai.format.conventions import PINHOLE
 from wai.format.scene import SCENE_META, Scene, load_frame, load_scene
 from wai.loaders.covisibility import covisibility_path
 from wai.loaders.errors import LoaderConfigError
@@ -403,8 +402,6 @@ class WAIDataset(torch.utils.data.Dataset):
             v = self.num_views_options[int(rng.integers(len(self.num_views_options)))]
         _, scene_dir = self.locate(s)
         scene = self._scene(scene_dir)
-        if scene.meta.get("camera_model", PINHOLE) not in ("PINHOLE", "CYLINDRICAL"):
-            raise SchemaError(f"{scene_dir}: unsupported camera model {scene.meta.get('camera_model')!r}")
         chosen = self._select(scene, v, rng)
         lut = self._weight_lut(scene)
         res = self.resolutions[r]
