@@ -150,8 +150,8 @@ class _ConvertGroup(click.Group):
             mod, _, fn = EXTRA_COMMANDS[cmd_name].partition(":")
             try:
                 return getattr(importlib.import_module(mod), fn)()
-            except (ImportError, AttributeError):
-                return None
+            except ImportError as e:  # say what is missing instead of "No such command"
+                raise click.ClickException(f"`wai-convert {cmd_name}` is unavailable: {e}") from e
         return None
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
