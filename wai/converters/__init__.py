@@ -28,6 +28,16 @@ class Entry:
 REGISTRY: dict[str, Entry] = {
     "synthetic": Entry("wai.converters.synthetic:SyntheticConverter",
                        "built-in procedural scenes (the demo and the framework tests)"),
+    "opv2v": Entry("wai.converters.opv2v:OPV2VConverter",
+                   "OPV2V (CARLA cooperative driving): 4 cameras per vehicle -> one 360-degree cylindrical panorama",
+                   extra="open3d"),
+    "kitti360": Entry("wai.converters.kitti360:Kitti360Converter",
+                      "KITTI-360 perspective cameras with Velodyne depth, building filtering and stratified sampling"),
+    "eth3d": Entry("wai.converters.eth3d:ETH3DConverter",
+                   "ETH3D high-res multi-view: COLMAP sparse depth, ground-truth depth, occlusion masks",
+                   extra="eth3d"),
+    "co3d": Entry("wai.converters.co3d:Co3DConverter", "Co3D v2 object-centric sequences (relative scale)"),
+    "vkitti2": Entry("wai.converters.vkitti2:VKitti2Converter", "Virtual KITTI 2 stereo driving sequences"),
 }
 
 

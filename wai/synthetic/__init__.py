@@ -12,6 +12,11 @@ from typing import Any
 
 FAKES: dict[str, str] = {
     "synthetic": "wai.synthetic.raw_synthetic:make_fake",
+    "opv2v": "wai.synthetic.fake_opv2v:make_fake",
+    "kitti360": "wai.synthetic.fake_kitti360:make_fake",
+    "eth3d": "wai.synthetic.fake_eth3d:make_fake",
+    "co3d": "wai.synthetic.fake_co3d:make_fake",
+    "vkitti2": "wai.synthetic.fake_vkitti2:make_fake",
 }
 
 
