@@ -271,3 +271,16 @@ def test_colmap_pixel_convention(fake) -> None:  # noqa: ANN001
     twin = _colmap.to_pinhole(pin, "cameras.txt")
     assert (twin.cx, twin.cy) == (31.2, 23.7)
     np.testing.assert_array_equal(_colmap.nearest_lookup(pin, twin), np.arange(64 * 48))
+
+
+def test_binary_model_is_read_too(fake, tmp_path: Path) -> None:  # noqa: ANN001
+    root = _copy_scene(fake, tmp_path)
+    folder = root / TRAIN / "dslr_calibration_undistorted"
+    _colmap.read_model(folder).write_binary(str(folder))
+    for n in _colmap.MODEL_FILES:
+        (folder / f"{n}.txt").unlink()
+    res = run_conversion(ETH3D(root, ETH3D.Options()), tmp_path / "o", RunOptions(progress=False))
+    assert res.ok, [r.error for r in res.failed]
+    sc, names = _frames(tmp_path / "o", TRAIN)
+    for name in names:
+        np.testing.assert_allclose(sc.pose(name), fake.truth[TRAIN]["frames"][name]["c2w"], atol=1e-9)

@@ -75,6 +75,10 @@ def read_model(folder: str | Path) -> Any:
         rec = pycolmap.Reconstruction(str(Path(folder)))
     except _PYCOLMAP_ERRORS as e:
         raise _locate_error(files, e) from e
+    except MemoryError as e:  # a corrupt .bin count makes COLMAP allocate without bound; re-reading would repeat it
+        raise SourceLayoutError(f"{Path(folder)}: pycolmap ran out of memory reading this COLMAP model "
+                                f"({', '.join(p.name for p in files.values())}); a truncated or corrupt binary "
+                                "file?") from e
     _check_header_counts(files, rec)
     return rec
 
