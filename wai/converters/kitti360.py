@@ -91,24 +91,29 @@ class Kitti360Converter(Converter):
 
     # --- options -------------------------------------------------------------------------------
     @property
+    def opts(self) -> Kitti360Options:
+        """The options, typed."""
+        return self.options  # type: ignore[return-value]
+
+    @property
     def cams(self) -> list[str]:
         """Camera ids to convert ("00", "01")."""
-        cams = [c.strip() for c in str(self.options.cameras).split(",") if c.strip()]  # type: ignore[attr-defined]
+        cams = [c.strip() for c in str(self.opts.cameras).split(",") if c.strip()]
         if not cams or any(c not in ("00", "01") for c in cams) or len(set(cams)) != len(cams):
-            raise WaiError(f"--cameras {self.options.cameras!r}: expected 00 or 00,01")  # type: ignore[attr-defined]
+            raise WaiError(f"--cameras {self.opts.cameras!r}: expected 00 or 00,01")
         return cams
 
     def _min_valid_depth(self) -> int | None:
-        o = self.options
-        if o.min_valid_depth is not None:  # type: ignore[attr-defined]
-            return int(o.min_valid_depth)  # type: ignore[attr-defined]
-        return 2000 if o.building_only else None  # type: ignore[attr-defined]
+        o = self.opts
+        if o.min_valid_depth is not None:
+            return int(o.min_valid_depth)
+        return 2000 if o.building_only else None
 
     # --- listing -------------------------------------------------------------------------------
     def _sequences(self) -> list[str]:
         raw = require_dir(self.root / RAW, "KITTI-360 data_2d_raw folder", "pass --input <KITTI-360 root>")
         seqs = sorted(d.name for d in raw.iterdir() if d.is_dir() and d.name.startswith(kio.SEQ_PREFIX))
-        want = self.options.sequences  # type: ignore[attr-defined]
+        want = self.opts.sequences
         if want:
             keys = [s.strip() for s in str(want).split(",") if s.strip()]
             names = {k if k.startswith(kio.SEQ_PREFIX) else f"{kio.SEQ_PREFIX}{int(k):04d}_sync" for k in keys}
@@ -120,7 +125,7 @@ class Kitti360Converter(Converter):
 
     def _pose_file(self, seq: str) -> tuple[Path, str]:
         d = self.root / POSES / seq
-        src = self.options.pose_source  # type: ignore[attr-defined]
+        src = self.opts.pose_source
         c2w, imu = d / "cam0_to_world.txt", d / "poses.txt"
         if src in ("auto", "cam0_to_world") and c2w.is_file():
             return c2w, "cam0_to_world"
@@ -153,9 +158,9 @@ class Kitti360Converter(Converter):
         once, to get each frame's building ratio: the per-sequence draw must see the whole sequence while
         scenes stay independent units of work (each scene carries its frames' decisions).
         """
-        o = self.options
+        o = self.opts
         val = self._val_frames()
-        weights = parse_weights(o.bucket_weights, [b for b, _ in BUILDING_BUCKETS])  # type: ignore[attr-defined]
+        weights = parse_weights(o.bucket_weights, [b for b, _ in BUILDING_BUCKETS])
         n_cams = len(self.cams)
         for seq in self._sequences():
             try:
@@ -165,7 +170,7 @@ class Kitti360Converter(Converter):
                 continue
             posed = set(kio.read_pose_file(pose_path))
             frames = self._frames(seq)
-            need_ratio = o.sample is not None or o.min_building_ratio is not None  # type: ignore[attr-defined]
+            need_ratio = o.sample is not None or o.min_building_ratio is not None
             ratio: dict[int, float | None] = {}
             status: dict[int, str | None] = {}
             for f in frames:
@@ -174,20 +179,20 @@ class Kitti360Converter(Converter):
                 if need_ratio and f in posed:
                     sp = self._sem_path(seq, "00", f)
                     ratio[f] = kio.building_ratio(read_labels(sp)) if sp.is_file() else None
-            if o.min_building_ratio is not None:  # type: ignore[attr-defined]
+            if o.min_building_ratio is not None:
                 for f in frames:
                     if status[f] is None:
                         if ratio[f] is None:
                             status[f] = "no_semantics"
-                        elif ratio[f] < o.min_building_ratio:  # type: ignore[attr-defined, operator]
+                        elif ratio[f] < o.min_building_ratio:
                             status[f] = "low_building_ratio"
             report = None
-            if o.sample is not None:  # type: ignore[attr-defined]
+            if o.sample is not None:
                 for f in frames:
                     if status[f] is None and ratio[f] is None:
                         status[f] = "no_semantics"
                 elig = {f: float(ratio[f]) for f in frames if status[f] is None}  # type: ignore[arg-type]
-                res = stratified_sample(elig, int(o.sample), weights, int(o.seed), seq)  # type: ignore[attr-defined]
+                res = stratified_sample(elig, int(o.sample), weights, int(o.seed), seq)
                 for f in elig:
                     if f not in res.selected:
                         status[f] = "not_sampled"
@@ -199,7 +204,7 @@ class Kitti360Converter(Converter):
     def _chunk(self, seq: str, rows: list[dict[str, Any]], val: set[tuple[str, int]] | None,
                report: dict[str, Any] | None, n_cams: int) -> Iterator[SceneRef]:
         """Cut a sequence into scenes; each dropped frame is recorded by the scene of the previous selected one."""
-        fps = int(self.options.frames_per_scene)  # type: ignore[attr-defined]
+        fps = int(self.opts.frames_per_scene)
         if fps < 1:
             raise WaiError(f"--frames-per-scene {fps}: must be >= 1")
         groups: list[list[dict[str, Any]]] = []
@@ -262,7 +267,7 @@ class Kitti360Converter(Converter):
 
     def convert_scene(self, scene: SceneRef, writer: SceneWriter) -> dict[str, Any]:
         """Write the scene's frames (both cameras per time step), drops with their reasons, and the sampling report."""
-        o = self.options
+        o = self.opts
         seq = scene.data["seq"]
         cams = self.cams
         calib = kio.read_calibration(self.root, cams)
@@ -270,7 +275,7 @@ class Kitti360Converter(Converter):
         posed = sorted(poses)
         index = {f: i for i, f in enumerate(posed)}
         mvd = self._min_valid_depth()
-        K = int(o.accumulate)  # type: ignore[attr-defined]
+        K = int(o.accumulate)
         if K < 0:
             raise WaiError(f"--accumulate {K}: must be >= 0")
 
@@ -285,13 +290,13 @@ class Kitti360Converter(Converter):
             "images": f"{RAW}/{seq}/image_0x/data_rect", "semantic": f"{SEM}/{seq}/image_0x/semantic",
             "velodyne": f"{VELO}/{seq}/velodyne_points/data"})
         writer.set_filters({
-            "depth_range_m": [float(o.min_depth), float(o.max_depth)],  # type: ignore[attr-defined]
+            "depth_range_m": [float(o.min_depth), float(o.max_depth)],
             "accumulate": K, "occlusion_filter": {"half_rows": kio.OCC_HALF_ROWS, "half_cols": kio.OCC_HALF_COLS,
-                                                  "rel_tol": kio.OCC_REL_TOL} if o.occlusion_filter else None,  # type: ignore[attr-defined]
-            "building_only": bool(o.building_only), "building_label_id": kio.BUILDING_ID,  # type: ignore[attr-defined]
-            "min_building_ratio": o.min_building_ratio, "min_valid_depth": mvd,  # type: ignore[attr-defined]
-            "sample": o.sample, "bucket_weights": o.bucket_weights if o.sample else None,  # type: ignore[attr-defined]
-            "seed": o.seed if o.sample else None,  # type: ignore[attr-defined]
+                                                  "rel_tol": kio.OCC_REL_TOL} if o.occlusion_filter else None,
+            "building_only": bool(o.building_only), "building_label_id": kio.BUILDING_ID,
+            "min_building_ratio": o.min_building_ratio, "min_valid_depth": mvd,
+            "sample": o.sample, "bucket_weights": o.bucket_weights if o.sample else None,
+            "seed": o.seed if o.sample else None,
         })
 
         scans: dict[int, np.ndarray | None] = {}
@@ -338,7 +343,7 @@ class Kitti360Converter(Converter):
     def _frame(self, writer: SceneWriter, calib: kio.Calibration, poses: dict[int, np.ndarray], seq: str, f: int,
                cam: str, cur: np.ndarray, neighbours: list[tuple[int, np.ndarray]], bucket: str | None,
                mvd: int | None) -> None:
-        o = self.options
+        o = self.opts
         rc = calib.cameras[cam]
         camera = rc.camera
         name = f"{f:010d}_{cam}"
@@ -362,11 +367,11 @@ class Kitti360Converter(Converter):
         if bucket is None and ratio is not None:  # not sampled: the frame's own bucket, for the statistics
             bucket = bucket_of(ratio)
         cols: dict[str, Any] = {"building_ratio": ratio, "sampling_bucket": bucket}
-        needs_sem = o.building_only or mvd is not None  # type: ignore[attr-defined]
+        needs_sem = o.building_only or mvd is not None
         if needs_sem and building is None:
             self._drop(writer, calib, f, cam, "no_semantics", **cols)
             return
-        if o.building_only:  # type: ignore[attr-defined]
+        if o.building_only:
             depth = np.where(building, depth, 0.0).astype(np.float32)
         n_building = int(np.count_nonzero((depth > 0) & building)) if building is not None else None
         cols["building_valid_depth_pixels"] = n_building
@@ -390,9 +395,9 @@ class Kitti360Converter(Converter):
                cur: np.ndarray, neighbours: list[tuple[int, np.ndarray]]) -> tuple[np.ndarray, int]:
         """z-buffered depth of the current scan plus the visible points of the neighbour scans, and the number
         of points that landed in the image (within the depth range)."""
-        o = self.options
+        o = self.opts
         camera = calib.cameras[cam].camera
-        lo, hi = float(o.min_depth), float(o.max_depth)  # type: ignore[attr-defined]
+        lo, hi = float(o.min_depth), float(o.max_depth)
         col, row, z = kio.pixels(camera, calib.rect_from_velo(cam), cur, lo, hi)
         depth = zbuffer(col, row, z, camera.h, camera.w)
         if not neighbours:
@@ -407,7 +412,7 @@ class Kitti360Converter(Converter):
         return depth, len(z) + len(za)
 
     def _occlusion(self, depth: np.ndarray) -> np.ndarray:
-        if not self.options.occlusion_filter:  # type: ignore[attr-defined]
+        if not self.opts.occlusion_filter:
             return depth
         return kio.remove_occluded(depth)
 
