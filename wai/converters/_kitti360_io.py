@@ -267,16 +267,6 @@ def remove_occluded(depth: np.ndarray, half_rows: int = OCC_HALF_ROWS, half_cols
     return np.where(keep, depth, 0.0).astype(np.float32)
 
 
-def pixels(camera: Camera, cam_from_points: np.ndarray, pts: np.ndarray, lo: float, hi: float
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pixel ``(col, row)`` and depth of the points that land in the image within ``[lo, hi]`` metres."""
-    pc = pts @ cam_from_points[:3, :3].T + cam_from_points[:3, 3]
-    uv, z, ok = camera.project(pc)
-    col, row, inside = camera.pixel_index(uv)
-    keep = ok & inside & (z >= lo) & (z <= hi)
-    return col[keep], row[keep], z[keep]
-
-
 def building_ratio(sem: np.ndarray) -> float:
     """Fraction of pixels labelled building (KITTI-360 id 11)."""
     return float(np.count_nonzero(sem == BUILDING_ID) / sem.size)

@@ -46,7 +46,7 @@ from wai.converters.sampling import BUILDING_BUCKETS, bucket_of, parse_weights, 
 from wai.errors import SourceNotFoundError, WaiError, layout_error, require_dir
 from wai.format.codecs import read_labels
 from wai.format.conventions import invert_pose
-from wai.format.projection import zbuffer
+from wai.format.projection import project_points, zbuffer
 from wai.format.scene import Modality, SceneWriter
 
 log = logging.getLogger("wai.convert.kitti360")
@@ -398,7 +398,7 @@ class Kitti360Converter(Converter):
         o = self.opts
         camera = calib.cameras[cam].camera
         lo, hi = float(o.min_depth), float(o.max_depth)
-        col, row, z = kio.pixels(camera, calib.rect_from_velo(cam), cur, lo, hi)
+        col, row, z = project_points(camera, calib.rect_from_velo(cam), cur, lo, hi)
         depth = zbuffer(col, row, z, camera.h, camera.w)
         if not neighbours:
             return depth, len(z)
@@ -406,7 +406,7 @@ class Kitti360Converter(Converter):
         # velo(g) -> rectified cam 00 (g) -> world -> this camera, one 4x4 per neighbour scan
         pts = np.concatenate([s @ T[:3, :3].T + T[:3, 3] for T, s in
                               ((w2c @ poses[g] @ calib.rect0_from_velo, s) for g, s in neighbours)])
-        ca, ra, za = kio.pixels(camera, np.eye(4), pts, lo, hi)
+        ca, ra, za = project_points(camera, np.eye(4), pts, lo, hi)
         depth = zbuffer(np.concatenate([col, ca]), np.concatenate([row, ra]), np.concatenate([z, za]),
                         camera.h, camera.w)
         return depth, len(z) + len(za)

@@ -25,18 +25,18 @@ def zbuffer(col: np.ndarray, row: np.ndarray, depth: np.ndarray, h: int, w: int)
     return buf.reshape(h, w)
 
 
-def project_to_depth(
+def project_points(
     camera: Camera,
     cam_from_points: np.ndarray,
     points: np.ndarray,
     min_depth: float = 0.0,
     max_depth: float = np.inf,
-) -> tuple[np.ndarray, int]:
-    """Project ``points [N, >=3]`` (any frame) into ``camera`` through the 4x4 ``cam_from_points``.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pixel ``(col, row)`` and depth (the model's type) of the points landing in the image within range.
 
-    Returns the z-buffered depth map (the camera model's depth type: z for PINHOLE, range for
-    CYLINDRICAL) and the number of points that landed inside the image within ``[min_depth, max_depth]``.
-    Work is float32 and points are culled by depth before the division (the hot path of LiDAR conversion).
+    ``points [N, >=3]`` are in any frame, moved into the camera by the 4x4 ``cam_from_points``. Work is
+    float32 for float32 scans and points are culled by depth before the division (the LiDAR hot path).
+    Use this to merge several scans before one ``zbuffer``.
     """
     pts = np.asarray(points)
     dt = pts.dtype if pts.dtype in (np.float32, np.float64) else np.float32
@@ -58,5 +58,16 @@ def project_to_depth(
         col, row, _ = camera.pixel_index(uv[keep])
         d = d[keep]
     inside = (col >= 0) & (col < camera.w) & (row >= 0) & (row < camera.h)
-    depth = zbuffer(col[inside], row[inside], d[inside], camera.h, camera.w)
-    return depth, int(np.count_nonzero(inside))
+    return col[inside], row[inside], d[inside]
+
+
+def project_to_depth(
+    camera: Camera,
+    cam_from_points: np.ndarray,
+    points: np.ndarray,
+    min_depth: float = 0.0,
+    max_depth: float = np.inf,
+) -> tuple[np.ndarray, int]:
+    """Z-buffered depth map of ``points`` (see ``project_points``) and how many points landed in the image."""
+    col, row, d = project_points(camera, cam_from_points, points, min_depth, max_depth)
+    return zbuffer(col, row, d, camera.h, camera.w), int(col.size)
