@@ -46,7 +46,7 @@ __all__ = [
 DEPTH_PRECISIONS = ("float16", "float32")
 #: Largest finite float16; depth beyond it cannot be stored in a half EXR.
 FLOAT16_MAX = 65504.0
-#: JPEG quality used for RGB (libjpeg-turbo q95: ~1.2 ms decode at 1242x375, see docs/performance.md).
+#: JPEG quality used for RGB (libjpeg-turbo q95: ~1.2 ms decode at 1242x375; see docs/performance.md).
 JPEG_QUALITY = 95
 #: PNG zlib level: 1 is 10-40x faster to encode than 9 for a few % more bytes (MapAnything uses 1 too).
 PNG_LEVEL = 1
