@@ -205,23 +205,23 @@ def bench_projection(quick: bool) -> dict:
     reps = 5 if quick else 20
     zb = _rate(lambda: project_to_depth(cam, T, pts, 0.5, 80.0), n, reps)
 
-    def last_write() -> np.ndarray:
-        x, y, z = pts[:, 0], pts[:, 1], pts[:, 2]
-        k = (z >= 0.5) & (z <= 80)
-        col = np.floor(x[k] / z[k] * cam.fl_x + cam.cx + 0.5).astype(np.int32)
-        row = np.floor(y[k] / z[k] * cam.fl_y + cam.cy + 0.5).astype(np.int32)
-        ins = (col >= 0) & (col < cam.w) & (row >= 0) & (row < cam.h)
-        out = np.zeros((cam.h, cam.w), np.float32)
-        out[row[ins], col[ins]] = z[k][ins]
-        return out
-
-    def reference() -> np.ndarray:
-        x, y, z = (pts[:, i].astype(np.float64) for i in range(3))
+    def pixels(p: np.ndarray, dt: type) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        x, y, z = (p[:, i].astype(dt) for i in range(3))
         k = (z >= 0.5) & (z <= 80)
         col = np.floor(x[k] / z[k] * cam.fl_x + cam.cx + 0.5).astype(np.int64)
         row = np.floor(y[k] / z[k] * cam.fl_y + cam.cy + 0.5).astype(np.int64)
         ins = (col >= 0) & (col < cam.w) & (row >= 0) & (row < cam.h)
-        lin, d = row[ins] * cam.w + col[ins], z[k][ins]
+        return col[ins], row[ins], z[k][ins]
+
+    def last_write(p: np.ndarray) -> np.ndarray:
+        col, row, z = pixels(p, np.float32)
+        out = np.zeros((cam.h, cam.w), np.float32)
+        out[row, col] = z
+        return out
+
+    def reference(p: np.ndarray) -> np.ndarray:
+        col, row, d = pixels(p, np.float64)
+        lin = row * cam.w + col
         order = np.lexsort((d, lin))
         lin, d = lin[order], d[order]
         first = np.r_[True, lin[1:] != lin[:-1]]
@@ -229,18 +229,14 @@ def bench_projection(quick: bool) -> dict:
         out[lin[first]] = d[first]
         return out.reshape(cam.h, cam.w)
 
-    lw = _rate(last_write, n, reps)
-    ref = _rate(reference, n, max(1, reps // 4))
+    lw = _rate(lambda: last_write(pts), n, reps)
+    ref = _rate(lambda: reference(pts), n, max(1, reps // 4))
     got, _ = project_to_depth(cam, T, pts, 0.5, 80.0)
-    exp = reference()
+    exp = reference(pts)
     # accumulated scans (K=5 each side): where last-write-wins goes wrong
     acc = np.concatenate([pts] * 11)
     acc[:, :3] += rng.normal(scale=0.5, size=(len(acc), 3)).astype(np.float32)
-    pts_backup = pts
-    pts = acc
-    wrong = float(np.mean(last_write() != reference()))
-    pts = pts_backup
-    del pts_backup
+    wrong = float(np.mean(last_write(acc) != reference(acc)))
     z1 = zbuffer(np.array([3, 3]), np.array([2, 2]), np.array([9.0, 4.0]), 5, 5)
     return {
         "points": n,
@@ -256,7 +252,6 @@ def bench_projection(quick: bool) -> dict:
 
 def bench_memory(quick: bool, tmp: Path) -> dict:
     """Peak RSS of converting one KITTI-360-sized (1408x376) scene of N frames, for two N: must not grow with N."""
-    from wai.format.cameras import Camera as Cam
     from wai.synthetic.raw_synthetic import make_fake
 
     out: dict[str, float] = {}
@@ -283,7 +278,6 @@ def bench_memory(quick: bool, tmp: Path) -> dict:
     a, b = sizes
     out["rss_growth_mb_per_1000_frames"] = (out[f"peak_rss_mb_{b}_frames"] - out[f"peak_rss_mb_{a}_frames"]) / (
         (b - a) / 1000)
-    _ = Cam
     return out
 
 
