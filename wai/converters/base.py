@@ -307,7 +307,7 @@ def run_conversion(converter: Converter, output: str | Path, opts: RunOptions | 
             todo.append(s)
     output.mkdir(parents=True, exist_ok=True)
     atomic.clean_temporaries(output)
-    # overwrite=True when redoing: an incomplete scene dir is removed by the writer anyway.
+    # Every scene in `todo` is to be (re)written: incomplete ones, and complete ones under --overwrite/--no-resume.
     overwrite = True
 
     bar = tqdm(total=len(todo), desc=f"{converter.name} scenes", unit="scene", disable=not opts.progress)

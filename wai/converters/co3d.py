@@ -64,6 +64,7 @@ from wai.format.conventions import (
     orthonormalize,
 )
 from wai.format.scene import Modality, SceneWriter
+from wai.format.schema import NAME_PATTERN
 
 FRAME_ANNOTATIONS = "frame_annotations.jgz"
 SEQUENCE_ANNOTATIONS = "sequence_annotations.jgz"
@@ -73,7 +74,7 @@ NDC_FORMATS = ("ndc_isotropic", "ndc_norm_image_bounds")
 SPLITS = ("train", "val", "test")
 FG_TABLE = {0: "background", 255: "foreground"}  # values in between: Prob(fg) * 255
 _ROT_TOL = 1e-4  # annotations are float32
-_NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
+_NAME_RE = re.compile(NAME_PATTERN)
 
 
 @dataclass
@@ -227,7 +228,7 @@ class Co3DConverter(Converter):
                     counts = [sum(1 for s in frame_splits.values() if s == sp) for sp in SPLITS]
                     split = SPLITS[int(np.argmax(counts))]
                 name = f"{cat}_{seq}"
-                if not _NAME_RE.fullmatch(name):
+                if not _NAME_RE.match(name):
                     raise layout_error(seq_path, f"sequence name {seq!r} has characters outside [A-Za-z0-9_.-]")
                 yield SceneRef(name, split, data={"category": cat, "sequence": seq, "frame_splits": frame_splits})
 

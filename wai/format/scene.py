@@ -11,6 +11,7 @@ names, ``<name>_fname`` keys) and cache parsed metadata per process, keyed by fi
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import traceback
@@ -56,8 +57,6 @@ def _now() -> str:
 
 def get_process_log(scene_dir: str | Path) -> dict[str, Any]:
     """The scene's ``_process_log.json`` ({} when missing or unreadable)."""
-    import json
-
     p = Path(scene_dir) / PROCESS_LOG
     try:
         data = json.loads(p.read_text())
@@ -349,8 +348,6 @@ class SceneWriter:
 
 def update_scene_modalities(scene_dir: str | Path, entries: dict[str, Any]) -> None:
     """Add scene-level modality entries (e.g. covisibility) to an existing ``scene_meta.json`` atomically."""
-    import json
-
     p = Path(scene_dir) / SCENE_META
     meta = json.loads(p.read_text())
     meta.setdefault("scene_modalities", {}).update(entries)
@@ -400,8 +397,6 @@ def load_scene(path: str | Path, validate: bool = False) -> Scene:
 
     With ``validate`` the dict is checked against the schema and a ``SchemaError`` lists every problem.
     """
-    import json
-
     p = Path(path)
     meta_path = p / SCENE_META if p.is_dir() or not p.name.endswith(".json") else p
     try:
