@@ -38,18 +38,25 @@ NATIVE: dict[str, dict] = {
     "vkitti2": {"w": 1242, "h": 375},
     # ETH3D's DSLR is 6048x4032; a quarter of each side keeps the fake's ray casting affordable on 2 cores.
     "eth3d": {"w": 1512, "h": 1008},
-    # KITTI-360 (1408x376), OPV2V (800x600 cameras, 2048x576 panoramas) and Co3D fakes are native by default.
+    "co3d": {"scale": 4},  # 480x640, about the 479x640 of a real Co3D v2 frame
+    # KITTI-360 (1408x376) and OPV2V (800x600 cameras) fakes are native by default.
 }
-SCALE: dict[str, tuple[dict, dict]] = {  # (quick, full) extra kwargs: how many scenes/frames
-    "synthetic": ({"n_scenes": 2, "n_frames": 4}, {"n_scenes": 4, "n_frames": 10}),
-    "kitti360": ({"n_frames": 8}, {"n_frames": 20}),
-    "eth3d": ({"n_images": 2}, {"n_images": 4}),
-    "vkitti2": ({"n_frames": 3}, {"n_frames": 8}),
-    "co3d": ({"n_frames": 3}, {"n_frames": 8}),
-    "opv2v": ({"n_timestamps": 2}, {"n_timestamps": 4}),
+#: (quick, full) extra kwargs: how many scenes/frames. Every source gets two or more equal scenes, so that
+#: two workers can be busy all the time (the unit of parallel work is the scene).
+SCALE: dict[str, tuple[dict, dict]] = {
+    "synthetic": ({"n_scenes": 2, "n_frames": 8}, {"n_scenes": 4, "n_frames": 25}),
+    # n_frames - 1 posed frames (one has no pose) split train/val, cut into scenes of 4 frames (see BENCH_OPTIONS)
+    "kitti360": ({"n_frames": 17, "n_val": 8}, {"n_frames": 33, "n_val": 16}),
+    "eth3d": ({"n_images": 3}, {"n_images": 6}),
+    "vkitti2": ({"n_frames": 6}, {"n_frames": 16}),
+    "co3d": ({"n_frames": 8}, {"n_frames": 24}),
+    "opv2v": ({"n_timestamps": 2}, {"n_timestamps": 6}),
 }
 #: Converter options that differ from the fake's test options in the benchmark (native output sizes).
-BENCH_OPTIONS: dict[str, dict] = {}
+BENCH_OPTIONS: dict[str, dict] = {
+    "opv2v": {"width": 2048, "height": 576},  # the converter's default panorama (the fake's options shrink it)
+    "kitti360": {"frames_per_scene": 4},
+}
 
 CHILD = """
 import json, sys, time

@@ -27,7 +27,7 @@ _FRAME_RE = re.compile(r"^(\d{6})\.yaml$")
 # --- YAML ----------------------------------------------------------------------------------------------
 
 
-class _Loader(yaml.SafeLoader):
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml parses ~10x faster where built in
     """``SafeLoader`` that also reads ``1e-5``-style floats (YAML 1.1 requires a dot; OpenCOOD adds the same)."""
 
 
@@ -183,7 +183,8 @@ def _pcd_header(path: Path) -> dict[str, str]:
     n = int(header["POINTS"])
     kind = header["DATA"].lower()
     if kind == "ascii":
-        rows = sum(1 for r in data[pos:].split(b"\n") if r.strip())
+        body = data[pos:].strip()  # one point per line; counting newlines beats splitting 100k+ rows
+        rows = body.count(b"\n") + 1 if body else 0
         if rows != n:
             raise layout_error(path, f"header says POINTS {n} but the ascii data section has {rows} rows "
                                      "(truncated or malformed)", key="POINTS")

@@ -55,8 +55,8 @@ from wai.converters import _opv2v_io as io
 from wai.converters._stitch import NO_CAMERA, SourceView, fill_nearest, proxy_distance, stitch
 from wai.converters.base import Converter, ConverterOptions, SceneRef, option
 from wai.errors import SourceLayoutError, WaiError, layout_error
+from wai.format import codecs
 from wai.format.cameras import Camera
-from wai.format.codecs import cv2
 from wai.format.conventions import (
     CYLINDRICAL,
     OPENCV_FROM_UE4,
@@ -289,10 +289,10 @@ class _Agent:
         out = []
         for i in range(io.N_CAMERAS):
             p = io.check_image(io.camera_image_path(self.dir, self.ts, i))
-            bgr = cv2.imread(str(p), cv2.IMREAD_COLOR)
-            if bgr is None:
+            rgb = codecs.imread_rgb(p)
+            if rgb is None:
                 raise layout_error(p, "cannot decode camera image (expected an 8-bit RGB PNG)")
-            out.append((p, bgr[..., ::-1].copy()))
+            out.append((p, rgb))
         return out
 
     def camera(self, i: int, shape: tuple[int, int]) -> Camera:

@@ -255,14 +255,8 @@ class SceneWriter:
         mods.update(modalities or {})
         paths: dict[str, str] = {}
         row = empty_row(self.dataset_name, self.scene_name, frame_name, camera.w, camera.h)
-        if depth is not None:
-            # statistics describe the stored values (after float16 rounding), not the pre-encoding ones
-            stored = np.asarray(depth, dtype=np.float32)
-            if self.depth_precision == "float16":
-                stored = stored.astype(np.float16).astype(np.float32)
-            row.update(depth_stats(stored))
-        else:
-            row.update(depth_stats(None))
+        # statistics describe the stored values (after float16 rounding), not the pre-encoding ones
+        row.update(depth_stats(depth, self.depth_precision))
         for name, m in mods.items():
             if m.data.shape[:2] != hw:
                 raise SchemaError(f"frame {frame_name}: modality {name} {m.data.shape[:2]} != camera (h, w) {hw}")

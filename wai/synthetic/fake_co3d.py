@@ -104,9 +104,16 @@ def _dump_jgz(path: Path, obj: object) -> None:
         f.write(json.dumps(obj).encode("utf8"))
 
 
-def make_fake(root: str | Path, n_frames: int = 3, seed: int = 0) -> FakeInfo:
-    """Write one category with three orbit sequences (the third below the quality threshold)."""
+def make_fake(root: str | Path, n_frames: int = 3, seed: int = 0, scale: int = 1) -> FakeInfo:
+    """Write one category with three orbit sequences (the third below the quality threshold).
+
+    ``scale`` multiplies the 120x160 size (and the intrinsics, masked block and non-finite pixels);
+    ``scale=4`` gives 480x640, about the 479x640 of the real example in docs/sources/co3d.md (the benchmark).
+    """
     root = Path(root)
+    k = int(scale)
+    cam = TRUE_CAMERA if k == 1 else TRUE_CAMERA.resized(W * k, H * k)
+    block = tuple(slice(b.start * k, b.stop * k) for b in MASKED_BLOCK)
     cd = root / CATEGORY
     world = World.street(seed)
     frames, seqs = [], []
@@ -118,16 +125,16 @@ def make_fake(root: str | Path, n_frames: int = 3, seed: int = 0) -> FakeInfo:
         car_inst = [b for b in world.boxes if b.cls == "car"][car].instance
         street, co3d = orbit_poses(world, si, n_frames)
         for i in range(n_frames):
-            r = world.render(TRUE_CAMERA, street[i])
+            r = world.render(cam, street[i])
             stem = f"frame{i + 1:06d}"
             rel = f"{CATEGORY}/{seq}"
             cv2.imwrite(str(cd / seq / "images" / f"{stem}.jpg"), r["rgb"][..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
             depth = (r["depth"] * SCALE).astype(np.float32)
             valid = r["valid"].copy()
-            valid[MASKED_BLOCK] = False
-            depth[MASKED_BLOCK] = depth[MASKED_BLOCK] * 1.5 + 0.2  # wrong values that only the mask removes
+            valid[block] = False
+            depth[block] = depth[block] * 1.5 + 0.2  # wrong values that only the mask removes
             for v, u, val in NONFINITE_PIXELS:
-                depth[v, u] = val
+                depth[v * k, u * k] = val
             bits = np.frombuffer(depth.astype(np.float16).tobytes(), np.uint16).reshape(depth.shape)
             cv2.imwrite(str(cd / seq / "depths" / f"{stem}.jpg.geometric.png"), bits)
             cv2.imwrite(str(cd / seq / "depth_masks" / f"{stem}.png"), valid.astype(np.uint8) * 255,
@@ -136,11 +143,11 @@ def make_fake(root: str | Path, n_frames: int = 3, seed: int = 0) -> FakeInfo:
             cv2.imwrite(str(cd / seq / "masks" / f"{stem}.png"), np.round(fg * 255).astype(np.uint8))
             frames.append({
                 "sequence_name": seq, "frame_number": i, "frame_timestamp": i / 30.0,
-                "image": {"path": f"{rel}/images/{stem}.jpg", "size": [H, W]},
+                "image": {"path": f"{rel}/images/{stem}.jpg", "size": [cam.h, cam.w]},
                 "depth": {"path": f"{rel}/depths/{stem}.jpg.geometric.png", "scale_adjustment": 1.0,
                           "mask_path": f"{rel}/depth_masks/{stem}.png"},
                 "mask": {"path": f"{rel}/masks/{stem}.png", "mass": float(np.round(fg * 255).sum() / 255)},
-                "viewpoint": pytorch3d_viewpoint(co3d[i], TRUE_CAMERA),
+                "viewpoint": pytorch3d_viewpoint(co3d[i], cam),
                 "meta": {"frame_type": "train_known", "frame_splits": [], "eval_batch_maps": []},
             })
             entry = [seq, i, f"{rel}/images/{stem}.jpg"]
