@@ -48,3 +48,18 @@ def test_ray_matches_process_pool(tmp_path: Path) -> None:
     assert ma == mb and len(ma) == 3
     again = run_conversion(conv, tmp_path / "ray", RunOptions(workers=2, executor="ray", progress=False))
     assert [r.status for r in again.results] == ["skipped"] * 3
+
+
+def test_a_running_pool_is_reused_across_runs(tmp_path: Path) -> None:
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    raw = make_fake(tmp_path / "raw", n_scenes=3, n_frames=1).root
+    conv = SyntheticConverter(raw)
+    ref = run_conversion(conv, tmp_path / "inproc", RunOptions(progress=False))
+    with ProcessPoolExecutor(2, mp_context=mp.get_context("spawn")) as pool:
+        first = run_conversion(conv, tmp_path / "p1", RunOptions(progress=False), pool=pool)
+        second = run_conversion(conv, tmp_path / "p2", RunOptions(progress=False, scenes="scene_001"), pool=pool)
+    assert ref.ok and first.ok and second.ok
+    assert [r.name for r in second.results if r.status == "finished"] == ["scene_001"]
+    assert _metas(tmp_path / "p1") == _metas(tmp_path / "inproc")  # same output whichever process wrote it

@@ -22,6 +22,7 @@ import time
 import traceback
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from concurrent.futures import Executor
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
@@ -271,8 +272,14 @@ def check_raw(converter: Converter, scenes: list[SceneRef]) -> list[str]:
     return problems
 
 
-def run_conversion(converter: Converter, output: str | Path, opts: RunOptions | None = None) -> RunResult:
-    """Convert the selected scenes of ``converter`` into ``output`` and write the dataset-level outputs."""
+def run_conversion(
+    converter: Converter, output: str | Path, opts: RunOptions | None = None, pool: Executor | None = None
+) -> RunResult:
+    """Convert the selected scenes of ``converter`` into ``output`` and write the dataset-level outputs.
+
+    ``pool``: an already running process pool to convert the scenes in (``opts.workers`` is then ignored),
+    e.g. to convert several sources in one job without paying the workers' start-up each time.
+    """
     from tqdm import tqdm
 
     opts = opts or RunOptions()
@@ -312,7 +319,7 @@ def run_conversion(converter: Converter, output: str | Path, opts: RunOptions | 
 
     bar = tqdm(total=len(todo), desc=f"{converter.name} scenes", unit="scene", disable=not opts.progress)
     n_frames = 0
-    for res in _execute(converter, todo, output, opts, overwrite):
+    for res in _execute(converter, todo, output, opts, overwrite, pool):
         results.append(res)
         n_frames += res.n_frames
         bar.update(1)
@@ -327,7 +334,8 @@ def run_conversion(converter: Converter, output: str | Path, opts: RunOptions | 
 
 
 def _execute(
-    converter: Converter, todo: list[SceneRef], output: Path, opts: RunOptions, overwrite: bool
+    converter: Converter, todo: list[SceneRef], output: Path, opts: RunOptions, overwrite: bool,
+    pool: Executor | None = None,
 ) -> Iterator[SceneResult]:
     if opts.executor == "ray":
         from wai.converters.executors import run_ray
@@ -337,7 +345,7 @@ def _execute(
     if opts.executor != "process":
         raise WaiError(f"--executor {opts.executor!r}: expected 'process' or 'ray'")
     workers = max(1, min(opts.workers, len(todo)))
-    if workers == 1:
+    if workers == 1 and pool is None:
         for s in todo:
             yield convert_one(converter, s, output, opts.depth_precision, overwrite, frame_progress=opts.progress)
         return
@@ -348,11 +356,12 @@ def _execute(
 
     cls_path = class_path(type(converter))
     jobs = [(cls_path, converter.root, converter.options, s, output, opts.depth_precision, overwrite) for s in todo]
+    if pool is not None:
+        yield from (fut.result() for fut in as_completed([pool.submit(_worker, j) for j in jobs]))
+        return
     # spawn: workers never inherit threads or open handles of the parent (tqdm, torch, open3d).
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-        futures = [pool.submit(_worker, j) for j in jobs]
-        for fut in as_completed(futures):
-            yield fut.result()
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as own:
+        yield from (fut.result() for fut in as_completed([own.submit(_worker, j) for j in jobs]))
 
 
 # --- dataset-level outputs ------------------------------------------------------------------------
