@@ -35,6 +35,7 @@ Not converted / limitations: instance segmentation, optical/scene flow, object p
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -131,11 +132,23 @@ def read_colors(path: Path) -> tuple[dict[int, str], np.ndarray, np.ndarray]:
     return table, np.asarray(keys, dtype=np.int64)[order], np.asarray(ids, dtype=np.uint8)[order]
 
 
-def colors_to_ids(rgb: np.ndarray, keys: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """uint8 class ids of an RGB ``[H, W, 3]`` colour image (``UNDEFINED_ID`` for unknown colours)."""
-    packed = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
-    pos = np.clip(np.searchsorted(keys, packed), 0, len(keys) - 1)
-    return np.where(keys[pos] == packed, ids[pos], UNDEFINED_ID).astype(np.uint8)
+def colors_to_ids(rgb: np.ndarray, keys: np.ndarray, ids: np.ndarray, bgr: bool = False) -> np.ndarray:
+    """uint8 class ids of an RGB (or, with ``bgr``, OpenCV BGR) ``[H, W, 3]`` colour image (``UNDEFINED_ID`` for
+    unknown colours); ``keys`` are the packed ``r << 16 | g << 8 | b`` colours of ``read_colors``."""
+    # BGRA bytes read as little-endian uint32 are exactly b | g << 8 | r << 16 | a << 24: one colour
+    # conversion and a 2^24-entry table lookup instead of int64 packing and a binary search per pixel.
+    code = cv2.COLOR_BGR2BGRA if bgr else cv2.COLOR_RGB2BGRA
+    bgra = cv2.cvtColor(np.ascontiguousarray(rgb), code)
+    packed = bgra.view(np.uint32)[..., 0] & np.uint32(0xFFFFFF)
+    return _color_table(keys.astype(np.int64).tobytes(), ids.astype(np.uint8).tobytes())[packed]
+
+
+@functools.lru_cache(maxsize=4)
+def _color_table(keys: bytes, ids: bytes) -> np.ndarray:
+    """16 MiB uint8 table: packed colour -> class id (built once per colour file and process)."""
+    table = np.full(1 << 24, UNDEFINED_ID, dtype=np.uint8)
+    table[np.frombuffer(keys, dtype=np.int64)] = np.frombuffer(ids, dtype=np.uint8)
+    return table
 
 
 def w2c_to_c2w(row: np.ndarray, path: Path, key: tuple[int, int]) -> np.ndarray:
@@ -294,7 +307,7 @@ class VKitti2Converter(Converter):
                 if cls_bgr is None or cls_bgr.shape[:2] != (h, w):
                     got = "undecodable" if cls_bgr is None else f"{cls_bgr.shape[1]}x{cls_bgr.shape[0]}"
                     raise layout_error(paths[2], f"expected a {w}x{h} RGB class image, got {got}")
-                mods["semantic"] = Modality("labels", colors_to_ids(cls_bgr[..., ::-1], keys, ids), "vkitti2")
+                mods["semantic"] = Modality("labels", colors_to_ids(cls_bgr, keys, ids, bgr=True), "vkitti2")
             n_sky += int(np.count_nonzero(depth == 0))
             writer.add_frame(f"{frame:05d}_cam{cid}", cam, c2w, image=paths[0], depth=depth, modalities=mods,
                              extras={"camera_id": cid, "source_frame": frame})
