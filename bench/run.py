@@ -47,7 +47,7 @@ SCALE: dict[str, tuple[dict, dict]] = {
     "synthetic": ({"n_scenes": 2, "n_frames": 8}, {"n_scenes": 4, "n_frames": 25}),
     # n_frames - 1 posed frames (one has no pose) split train/val, cut into scenes of 4 frames (see BENCH_OPTIONS)
     "kitti360": ({"n_frames": 17, "n_val": 8}, {"n_frames": 33, "n_val": 16}),
-    "eth3d": ({"n_images": 3}, {"n_images": 6}),
+    "eth3d": ({"n_images": 3, "n_train": 2}, {"n_images": 6, "n_train": 2}),  # both with GT depth and masks
     "vkitti2": ({"n_frames": 6}, {"n_frames": 16}),
     "co3d": ({"n_frames": 8}, {"n_frames": 24}),
     "opv2v": ({"n_timestamps": 2}, {"n_timestamps": 6}),

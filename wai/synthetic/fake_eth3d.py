@@ -134,11 +134,11 @@ def _visible(world: World, c2w: np.ndarray, cam: Camera, pts: np.ndarray) -> np.
 
 
 def make_fake(root: str | Path, n_scenes: int = 2, n_images: int = 3, w: int = 240, h: int = 160,
-              points_per_image: int = 150, seed: int = 0) -> Eth3dFakeInfo:
+              points_per_image: int = 150, seed: int = 0, n_train: int = 1) -> Eth3dFakeInfo:
     """Write ``n_scenes`` ETH3D scenes of ``n_images`` DSLR images each (``w`` x ``h``; the real DSLR is 6048x4032).
 
-    Scene 0 is a training scene (ground-truth depth and masks, its first image with an empty POINTS2D line);
-    every further scene is a test scene without either. ``truth[scene]`` holds, per frame name,
+    The first ``n_train`` scenes are training scenes (ground-truth depth and masks, the first image with an
+    empty POINTS2D line); every further scene is a test scene without either. ``truth[scene]`` holds, per frame name,
     ``c2w`` (4x4), ``camera`` (format PINHOLE, OpenCV pixel centres), ``image_id``, plus ``points`` (world
     xyz as written), ``tracks`` (point row -> image ids), ``has_gt``, ``dist_params``, ``empty_obs``.
     """
@@ -152,7 +152,7 @@ def make_fake(root: str | Path, n_scenes: int = 2, n_images: int = 3, w: int = 2
     truth: dict[str, Any] = {}
     for s in range(n_scenes):
         name = SCENE_NAMES[s] if s < len(SCENE_NAMES) else f"scene_{s}"
-        training = s == 0
+        training = s < n_train
         sd = root / name
         poses = facade_poses(world, n_images, side=1.0 if s % 2 == 0 else -1.0, rank=s // 2)
         image_ids = [5 + 3 * i for i in range(n_images)]  # arbitrary, not 0/1-based
