@@ -42,6 +42,7 @@ Not converted / limitations:
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Iterator
@@ -218,7 +219,7 @@ class OPV2VConverter(Converter):
             filters["coop_occlusion_tolerance"] = {"relative": COOP_OCCLUSION_TOL[0], "metres": COOP_OCCLUSION_TOL[1]}
         writer.set_filters(filters)
         pano = None if sc.pinhole else _panorama_camera(opts)
-        rays = None if pano is None else pano.ray_directions(normalize=True).astype(np.float32)
+        rays = None if pano is None else _panorama_rays(pano)
         mismatch = 0.0
         for ts in sc.timestamps:
             metas: dict[str, io.FrameMeta] = {}
@@ -239,6 +240,14 @@ class OPV2VConverter(Converter):
                 elif pano is not None and rays is not None:
                     agent.write_panorama(writer, pano, rays, n_agents=len(metas))
         return {"max_extrinsic_mismatch_m": round(mismatch, 6)}
+
+
+@functools.lru_cache(maxsize=2)
+def _panorama_rays(pano: Camera) -> np.ndarray:
+    """float32 unit rays ``[h, w, 3]`` of a panorama, computed once per process and size (read-only)."""
+    rays = pano.ray_directions(normalize=True).astype(np.float32)
+    rays.flags.writeable = False
+    return rays
 
 
 def _rel(p: Path, root: Path) -> str:
@@ -359,13 +368,15 @@ class _Agent:
         own, merged, n_own, n_coop = self._lidar_depth(pano, w2p)
         # Per-camera depth (OPV2V-H / --depth-root) fills pixels the LiDAR does not reach.
         cam_depth = np.zeros(pano.shape, np.float32)
+        n_cam_depth = 0
         for i, d in enumerate(self.camera_depths([c.shape for c in cams])):
             if d is None:
                 continue
             pts = cams[i].depth_to_points(d)[d > 0]
             di, _ = project_to_depth(pano, w2p @ self.cam_c2w[i], pts)
             cam_depth = np.where((di > 0) & ((cam_depth == 0) | (di < cam_depth)), di, cam_depth)
-        depth = np.where(merged > 0, merged, cam_depth).astype(np.float32)
+            n_cam_depth += 1
+        depth = np.where(merged > 0, merged, cam_depth).astype(np.float32) if n_cam_depth else merged
 
         h = self.opts.sensor_height if self.opts.sensor_height > 0 else self.sensor_height()
         dist, origin = proxy_distance(depth, rays, self.opts.fill_radius_deg * pano.w / 360.0, h,
