@@ -2,9 +2,10 @@
 
     python bench/run.py [--quick] [--out bench/results.json] [--sources kitti360,eth3d]
 
-Per source (fake raw data at native resolution from ``wai.synthetic``): frames/s per core (1 worker),
-the share of conversion time that is unavoidable codec work (decode the raw files + encode the outputs,
-re-measured on the same data in this run), peak RSS of the converting process, and the 2-worker speedup.
+Per source (fake raw data at native resolution from ``wai.synthetic``, two or more equal scenes): steady-state
+frames/s per core (1 process, after a warm-up conversion), the share of conversion time that is unavoidable
+codec work (decode the raw files + encode the outputs, re-measured on the same data in this run), peak RSS
+of the converting process, and the speed-up of a warm pool of 2 workers (pool start-up reported apart).
 Plus LiDAR projection rates (exact z-buffer vs last-write-wins vs a lexsort reference), memory growth with
 scene length, and the loader figures of ``bench/loader.py``. Figures are ratios or per-core rates.
 """
@@ -302,9 +303,10 @@ def main() -> None:
     """Run every benchmark and write the JSON."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer frames and repetitions (< 5 minutes on 2 cores)")
-    ap.add_argument("--out", default=str(HERE / "results.json"))
+    ap.add_argument("--out", default=None, help="default: bench/results_quick.json (--quick) or bench/results.json")
     ap.add_argument("--sources", default=None, help="comma-separated sources (default: all registered with a fake)")
     args = ap.parse_args()
+    args.out = args.out or str(HERE / ("results_quick.json" if args.quick else "results.json"))
     from wai.converters import REGISTRY
     from wai.synthetic import FAKES
 
