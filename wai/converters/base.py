@@ -23,6 +23,7 @@ import traceback
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from concurrent.futures import Executor
+from contextlib import nullcontext
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
@@ -356,12 +357,11 @@ def _execute(
 
     cls_path = class_path(type(converter))
     jobs = [(cls_path, converter.root, converter.options, s, output, opts.depth_precision, overwrite) for s in todo]
-    if pool is not None:
-        yield from (fut.result() for fut in as_completed([pool.submit(_worker, j) for j in jobs]))
-        return
-    # spawn: workers never inherit threads or open handles of the parent (tqdm, torch, open3d).
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as own:
-        yield from (fut.result() for fut in as_completed([own.submit(_worker, j) for j in jobs]))
+    # spawn: workers never inherit threads or open handles of the parent (tqdm, torch, open3d). A pool
+    # passed in is the caller's to shut down.
+    spawn = mp.get_context("spawn")
+    with nullcontext(pool) if pool is not None else ProcessPoolExecutor(max_workers=workers, mp_context=spawn) as ex:
+        yield from (fut.result() for fut in as_completed([ex.submit(_worker, j) for j in jobs]))
 
 
 # --- dataset-level outputs ------------------------------------------------------------------------

@@ -114,10 +114,6 @@ def encode_labels(labels: np.ndarray) -> bytes:
     return _encode(".png", np.ascontiguousarray(lab), [cv2.IMWRITE_PNG_COMPRESSION, PNG_LEVEL], "label map")
 
 
-#: Decode into RGB order directly (OpenCV >= 4.10), saving a full-image BGR->RGB copy per read.
-_IMREAD_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)
-
-
 def _imread(path: str | Path, flags: int, what: str) -> np.ndarray:
     p = Path(path)
     if not p.is_file():
@@ -129,22 +125,16 @@ def _imread(path: str | Path, flags: int, what: str) -> np.ndarray:
 
 
 def imread_rgb(path: str | Path) -> np.ndarray | None:
-    """uint8 ``[H, W, 3]`` RGB (grey and RGBA inputs are converted), or None if OpenCV cannot decode it."""
-    if _IMREAD_RGB is not None:
-        return cv2.imread(str(path), _IMREAD_RGB)
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    """uint8 ``[H, W, 3]`` RGB (grey and RGBA inputs are converted), or None if OpenCV cannot decode it.
+
+    Decoded straight into RGB order (OpenCV >= 4.10), saving a full-image BGR->RGB copy per read.
+    """
+    return cv2.imread(str(path), cv2.IMREAD_COLOR_RGB)
 
 
 def read_image(path: str | Path) -> np.ndarray:
     """uint8 ``[H, W, 3]`` RGB image (grey and RGBA inputs are converted)."""
-    p = Path(path)
-    if not p.is_file():
-        raise SceneNotFoundError(f"missing image file: {p}")
-    img = imread_rgb(p)
-    if img is None:
-        raise SchemaError(f"{p}: could not decode image (corrupt file or wrong extension)")
-    return img
+    return _imread(path, cv2.IMREAD_COLOR_RGB, "image")
 
 
 def read_depth(path: str | Path) -> np.ndarray:
