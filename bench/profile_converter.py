@@ -21,7 +21,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-import run as bench  # noqa: E402  bench/run.py: NATIVE, SCALE, BENCH_OPTIONS
+import run as bench  # noqa: E402  bench/run.py: the benchmark's fake data and options
 
 from wai.converters import get_converter  # noqa: E402
 from wai.converters.base import RunOptions, run_conversion  # noqa: E402
@@ -39,10 +39,9 @@ def main() -> None:
     tmp = Path(args.workdir) / args.source
     raw = tmp / "raw"
     if not (tmp / "options.json").is_file():
-        kw = {**bench.NATIVE.get(args.source, {}), **bench.SCALE[args.source][1]}
-        info = get_fake(args.source)(raw, **kw)
+        info = get_fake(args.source)(raw, **bench.fake_kwargs(args.source, quick=False))
         (tmp / "options.json").write_text(json.dumps(info.options or {}))
-    opts = {**json.loads((tmp / "options.json").read_text()), **bench.BENCH_OPTIONS.get(args.source, {})}
+    opts = bench.converter_options(args.source, json.loads((tmp / "options.json").read_text()))
     cls = get_converter(args.source)
 
     def convert():  # noqa: ANN202

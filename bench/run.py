@@ -169,13 +169,23 @@ def _encode_out_seconds(out: Path, skip: set[Path], precision: str = "float16") 
     return total
 
 
+def fake_kwargs(name: str, quick: bool) -> dict:
+    """``make_fake`` keyword arguments of a source's benchmark data (native size, quick or full counts)."""
+    return {**NATIVE.get(name, {}), **SCALE.get(name, ({}, {}))[0 if quick else 1]}
+
+
+def converter_options(name: str, fake_options: dict | None) -> dict:
+    """Converter options of the benchmark: the fake's test options with native output sizes on top."""
+    return {**(fake_options or {}), **BENCH_OPTIONS.get(name, {})}
+
+
 def bench_conversion(name: str, quick: bool, tmp: Path) -> dict:
     """One source: frames/s per core, codec share, peak RSS, 2-worker speedup."""
     from wai.synthetic import get_fake
 
-    kw = {**NATIVE.get(name, {}), **SCALE.get(name, ({}, {}))[0 if quick else 1]}
+    kw = fake_kwargs(name, quick)
     info = get_fake(name)(tmp / name / "raw", **kw)
-    opts = {**(info.options or {}), **BENCH_OPTIONS.get(name, {})}
+    opts = converter_options(name, info.options)
     one = _child(name, info.root, tmp / name / "out1", 1, opts)
     two = _child(name, info.root, tmp / name / "out2", 2, opts)
     raw_copied, out_copied = _copied_images(info.root, tmp / name / "out1")
