@@ -14,10 +14,13 @@ def test_depth_stats_match_numpy_on_stored_values(precision: str) -> None:
     for trial in range(200):
         n = int(rng.integers(1, 2000))
         d = (rng.random(n) * rng.choice([1e-7, 1.0, 100.0, 60000.0])).astype(np.float32)
-        d[rng.random(n) < 0.3] = 0
+        d[rng.random(n) < rng.choice([0.3, 0.8, 0.99])] = 0  # dense (histogram) and sparse (partition) paths
         if trial % 7 == 0:  # around float16's rounding-to-zero boundary
             d[:3] = [2**-25, 2**-25 * 1.01, 2**-26]
-        stored = d.astype(np.float16).astype(np.float32) if precision == "float16" else d
+        if trial % 5 == 0:  # never valid: NaN, negative; valid: +inf, and 7e4 which is +inf as float16
+            d[-4:] = [np.nan, -1.0, np.inf, 7e4][: min(4, n)]
+        with np.errstate(over="ignore"):  # 7e4 -> inf is the point
+            stored = d.astype(np.float16).astype(np.float32) if precision == "float16" else d
         v = stored[stored > 0]
         exp = {"valid_depth_ratio": v.size / stored.size,
                "depth_min": float(v.min()) if v.size else None,

@@ -19,35 +19,67 @@ BASE_COLUMNS = (
 )
 
 
-#: float16 rounds every value at or below 2**-25 to 0 (round half to even), so those are not valid once stored.
-_FLOAT16_ZERO = 2.0**-25
+#: float16 bit patterns (as int16) of +inf; positive finite halves and +inf sort like their bit patterns.
+_HALF_INF_BITS = 0x7C00
+
+
+def _half_bits(d: np.ndarray) -> np.ndarray:
+    """float16 bit patterns (int16, round-to-nearest-even) of a float32 map; OpenCV's F16C path is ~20x numpy's."""
+    from wai.format.codecs import cv2  # here: wai.format imports this module
+
+    if hasattr(cv2, "convertFp16"):
+        return cv2.convertFp16(np.ascontiguousarray(d))
+    return d.astype(np.float16).view(np.int16)
+
+
+def _none_stats(ratio: float | None) -> dict[str, float | None]:
+    return {"valid_depth_ratio": ratio, "depth_min": None, "depth_p50": None, "depth_max": None}
 
 
 def depth_stats(depth: np.ndarray | None, precision: str = "float32") -> dict[str, float | None]:
     """``valid_depth_ratio`` (depth > 0 over all pixels) and min/median/max over valid pixels.
 
-    With ``precision="float16"`` the figures describe the values as stored in a half EXR, computed without
-    converting the map: rounding to float16 is monotonic, so the rounded minimum, maximum and middle order
-    statistics are the rounded float32 ones (the median averages the two middle values as ``np.median``).
+    With ``precision="float16"`` the figures describe the values as stored in a half EXR: a pixel is valid when
+    its float16 value is > 0 (values <= 2**-25 round to 0, NaN is invalid), and the order statistics are those
+    of the float16 values. Positive halves sort like their bit patterns, so these are computed on the int16
+    bits: a 2^16-bin histogram for dense maps, a partition of the valid bits for sparse ones. The median
+    averages the two middle values in float32, as ``np.median`` of the float32-decoded values.
     """
     if depth is None:
-        return {"valid_depth_ratio": None, "depth_min": None, "depth_p50": None, "depth_max": None}
+        return _none_stats(None)
     d = np.asarray(depth, dtype=np.float32)
-    half = precision == "float16"
-    valid = d[d > (_FLOAT16_ZERO if half else 0.0)]
-    if valid.size == 0:
-        return {"valid_depth_ratio": 0.0, "depth_min": None, "depth_p50": None, "depth_max": None}
-    n = valid.size
-    k = (n - 1) // 2
-    mids = np.partition(valid, k)[k : k + 1] if n % 2 else np.partition(valid, [k, k + 1])[k : k + 2]
-    ext = np.array([valid.min(), valid.max()], dtype=np.float32)
-    if half:
-        mids, ext = (a.astype(np.float16).astype(np.float32) for a in (mids, ext))
+    if precision == "float16":
+        bits = _half_bits(d)
+        valid = (bits > 0) & (bits <= _HALF_INF_BITS)
+        n = int(np.count_nonzero(valid))
+        if n == 0:
+            return _none_stats(0.0)
+        k = (n - 1) // 2
+        order = [k] if n % 2 else [k, k + 1]
+        if n >= d.size // 4:  # dense: one histogram pass beats partitioning ~10^5+ values
+            hist = np.bincount(bits.view(np.uint16).ravel(), minlength=1 << 16)[: _HALF_INF_BITS + 1]
+            hist[0] = 0
+            nz = np.flatnonzero(hist)
+            mids_bits = np.searchsorted(np.cumsum(hist), np.asarray(order), side="right")
+            sel = np.array([nz[0], *mids_bits, nz[-1]], dtype=np.int16)
+        else:
+            v = bits[valid]
+            sel = np.array([v.min(), *np.partition(v, order)[order], v.max()], dtype=np.int16)
+        vals = sel.view(np.float16).astype(np.float32)
+        lo, mids, hi = vals[0], vals[1:-1], vals[-1]
+    else:
+        v = d[d > 0.0]
+        n = v.size
+        if n == 0:
+            return _none_stats(0.0)
+        k = (n - 1) // 2
+        mids = np.partition(v, k)[k : k + 1] if n % 2 else np.partition(v, [k, k + 1])[k : k + 2]
+        lo, hi = v.min(), v.max()
     return {
         "valid_depth_ratio": float(n / d.size),
-        "depth_min": float(ext[0]),
-        "depth_p50": float(np.mean(mids)),  # float32 mean of the middle one or two, like np.median
-        "depth_max": float(ext[1]),
+        "depth_min": float(lo),
+        "depth_p50": float(np.mean(mids, dtype=np.float32)),  # float32 mean of the middle one or two, like np.median
+        "depth_max": float(hi),
     }
 
 
