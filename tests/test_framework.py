@@ -15,11 +15,12 @@ from click.testing import CliRunner
 
 from wai.cli import convert_main
 from wai.converters import get_converter
-from wai.converters.base import RunOptions, run_conversion
-from wai.converters.synthetic import SyntheticConverter
+from wai.converters.base import RunOptions, SceneRef, run_conversion
+from wai.converters.synthetic import SyntheticConverter, SyntheticOptions
 from wai.errors import MissingDependencyError, SourceLayoutError, SourceNotFoundError, UnknownSourceError, WaiError
-from wai.format.scene import is_complete
+from wai.format.scene import SceneWriter, is_complete
 from wai.synthetic.raw_synthetic import make_fake
+from wai.validation import validate
 
 
 @pytest.fixture(scope="module")
@@ -180,3 +181,128 @@ def test_missing_extra_stays_listed_with_pip_line(monkeypatch: pytest.MonkeyPatc
     assert "needsextra" in listing.output and "wai[open3d]" in listing.output
     res = runner.invoke(convert_main, ["needsextra", "--input", "x", "--output", "y"])
     assert res.exit_code == 1 and "pip install 'wai[open3d]'" in res.output
+
+
+# --- empty scenes: every frame dropped ----------------------------------------------------------------
+
+
+class DropsScene001(SyntheticConverter):
+    """Drops every frame of ``scene_001`` (the last one as ``no_pose``, the others ``too_dark``); converts
+    every other scene, except that ``scene_002`` writes and drops nothing when ``SILENT`` is set."""
+
+    SILENT = False
+    #: Scenes whose ``convert_scene`` ran, in this process (to see what a resumed run redoes).
+    calls: list[str] = []
+
+    def convert_scene(self, scene: SceneRef, writer: SceneWriter) -> dict[str, object]:
+        DropsScene001.calls.append(scene.name)
+        if scene.name == "scene_002" and self.SILENT:
+            return {}
+        if scene.name != "scene_001":
+            return super().convert_scene(scene, writer)
+        cams = self._cameras(scene)
+        for i, (name, cam, _) in enumerate(cams):
+            writer.drop_frame(name, "no_pose" if i == len(cams) - 1 else "too_dark", cam.w, cam.h)
+        return {"note": "every frame dropped"}
+
+
+class Silent(DropsScene001):
+    SILENT = True
+
+
+@pytest.fixture(scope="module")
+def raw3(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_fake(tmp_path_factory.mktemp("raw3"), n_scenes=3, n_frames=3).root
+
+
+def _manifest(out: Path) -> dict:
+    return json.loads((out / "_meta" / "manifest.json").read_text())
+
+
+def test_empty_scene_is_recorded_not_failed(raw3: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    res = run_conversion(DropsScene001(raw3), out, _quiet(workers=2))
+    assert [(r.name, r.status) for r in res.results] == [
+        ("scene_000", "finished"), ("scene_001", "empty"), ("scene_002", "finished")]
+    assert res.ok and not res.failed and [r.name for r in res.empty] == ["scene_001"]
+    r = res.results[1]
+    assert (r.n_frames, r.n_dropped, r.drop_reasons) == (0, 3, {"no_pose": 1, "too_dark": 2}) and r.error is None
+    # no scene directory and no half-written file is left; the other scenes are complete
+    assert not (out / "scene_001").exists() and not list(out.rglob(".tmp-*"))
+    assert is_complete(out / "scene_000") and is_complete(out / "scene_002")
+    m = _manifest(out)
+    assert m["failures"] == {}
+    assert m["empty_scenes"]["scene_001"]["drop_reasons"] == {"no_pose": 1, "too_dark": 2}
+    assert m["empty_scenes"]["scene_001"]["n_dropped"] == 3 and m["empty_scenes"]["scene_001"]["split"] == "train"
+    c = m["counts"]
+    assert (c["scenes_complete"], c["scenes_converted_this_run"], c["scenes_failed"]) == (2, 2, 0)
+    assert (c["scenes_empty"], c["scenes_empty_this_run"], c["frames_dropped_in_empty_scenes"]) == (1, 1, 3)
+    assert (c["frames"], c["frames_dropped"]) == (6, 0)  # counts of the complete scenes, as in coverage.parquet
+    assert "scene_001" not in m["scene_summaries"]
+    assert set(pq.read_table(out / "_meta" / "coverage.parquet").column("scene").to_pylist()) == {
+        "scene_000", "scene_002"}
+    assert np.load(out / "_meta" / "train" / "synthetic_scene_list_train.npy").tolist() == ["scene_000"]
+    report = validate(out, geometry=False)
+    assert report.ok, [i.message for i in report.errors]
+
+
+def test_empty_scene_not_redone_on_resume_unless_overwrite_or_options_change(raw3: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    run_conversion(DropsScene001(raw3), out, _quiet())
+    DropsScene001.calls.clear()
+    again = run_conversion(DropsScene001(raw3), out, _quiet())
+    assert DropsScene001.calls == []  # nothing redone: complete scenes and the known-empty one are skipped
+    assert [r.status for r in again.results] == ["skipped"] * 3
+    assert [r.name for r in again.empty] == ["scene_001"]
+    assert again.results[1].drop_reasons == {"no_pose": 1, "too_dark": 2} and again.results[1].n_dropped == 3
+    m = _manifest(out)
+    assert list(m["empty_scenes"]) == ["scene_001"] and m["counts"]["scenes_empty_this_run"] == 0
+    assert m["counts"]["scenes_empty"] == 1
+    # a leftover directory (e.g. a killed retry) means the scene is not known to be empty: it is redone
+    (out / "scene_001").mkdir()
+    run_conversion(DropsScene001(raw3), out, _quiet())
+    assert DropsScene001.calls == ["scene_001"] and not (out / "scene_001").exists()
+    for opts in (_quiet(overwrite=True), _quiet(resume=False)):
+        DropsScene001.calls.clear()
+        res = run_conversion(DropsScene001(raw3), out, opts)
+        assert DropsScene001.calls == ["scene_000", "scene_001", "scene_002"]
+        assert res.results[1].status == "empty"
+    # other converter options: the recorded outcome does not apply, the scene is tried again
+    DropsScene001.calls.clear()
+    res = run_conversion(DropsScene001(raw3, SyntheticOptions(semantic=False)), out, _quiet())
+    assert DropsScene001.calls == ["scene_001"] and res.results[1].status == "empty"
+    # once the scene converts, it leaves empty_scenes
+    fixed = run_conversion(SyntheticConverter(raw3), out, _quiet(overwrite=True, scenes="scene_001"))
+    assert [r.status for r in fixed.results] == ["finished"]
+    m = _manifest(out)
+    assert m["empty_scenes"] == {} and m["counts"]["scenes_empty"] == 0 and m["counts"]["scenes_complete"] == 3
+
+
+def test_scene_that_writes_and_drops_nothing_fails(raw3: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    res = run_conversion(Silent(raw3), out, _quiet())
+    assert [r.status for r in res.results] == ["finished", "empty", "failed"]
+    assert "ConversionError" in (res.failed[0].error or "") and "dropped none" in (res.failed[0].error or "")
+    m = _manifest(out)
+    assert list(m["failures"]) == ["scene_002"] and list(m["empty_scenes"]) == ["scene_001"]
+    assert json.loads((out / "scene_002" / "_process_log.json").read_text())["conversion"]["state"] == "failed"
+
+
+def test_cli_empty_scene_exits_0_and_is_listed(raw3: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from wai import converters
+
+    monkeypatch.setitem(converters.REGISTRY, "dropper", converters.Entry(f"{__name__}:DropsScene001", "test"))
+    args = ["dropper", "-i", str(raw3), "-o", str(tmp_path / "o"), "-q", "-j", "1"]
+    runner = CliRunner()
+    first = runner.invoke(convert_main, args)
+    assert first.exit_code == 0, first.output
+    assert ("2 scene(s) converted (6 frames, 0 dropped), 1 empty (every frame dropped), 0 already complete, "
+            "0 failed") in first.output
+    assert "EMPTY scene_001: 3 frame(s) dropped (too_dark: 2, no_pose: 1), no scene written\n" in first.output
+    assert "FAILED" not in first.output
+    second = runner.invoke(convert_main, args)
+    assert second.exit_code == 0, second.output
+    assert "0 scene(s) converted (0 frames, 0 dropped), 1 empty (every frame dropped), 2 already complete" in (
+        second.output)
+    assert "EMPTY scene_001: 3 frame(s) dropped (too_dark: 2, no_pose: 1), no scene written; known from an " \
+           "earlier run, --overwrite retries it" in second.output

@@ -210,10 +210,21 @@ def test_building_only(raw: Path, tmp_path: Path) -> None:
         assert cov[name]["building_valid_depth_pixels"] >= 2000
     filters = sc.meta["filters"]
     assert filters["building_only"] is True and filters["min_valid_depth"] == 2000
-    # a threshold above every frame drops them all: the scenes fail and say why
+    # a threshold above every frame drops them all: the scenes are empty (not failed), say why, leave no folder
     conv = Kitti360Converter(raw, Kitti360Options(cameras="00", building_only=True, min_valid_depth=10**6))
     res = run_conversion(conv, tmp_path / "bo2", RunOptions(progress=False))
-    assert len(res.failed) == 2 and all("no frame was written" in r.error for r in res.failed)
+    assert res.ok and [r.status for r in res.results] == ["empty", "empty"]
+    train, val = res.results
+    assert (train.split, val.split) == ("train", "val")
+    assert train.drop_reasons == {"no_pose": 1, "no_semantics": 1, "too_few_building_depth": 3}
+    assert val.drop_reasons == {"too_few_building_depth": 3} and train.n_dropped + val.n_dropped == 8
+    assert sorted(p.name for p in (tmp_path / "bo2").iterdir()) == ["_meta"]
+    manifest = json.loads((tmp_path / "bo2" / "_meta" / "manifest.json").read_text())
+    assert manifest["failures"] == {} and manifest["counts"]["scenes_empty"] == 2
+    assert {n: e["drop_reasons"] for n, e in manifest["empty_scenes"].items()} == {
+        train.name: train.drop_reasons, val.name: val.drop_reasons}
+    again = run_conversion(conv, tmp_path / "bo2", RunOptions(progress=False))  # resume: nothing to redo
+    assert [(r.status, r.empty) for r in again.results] == [("skipped", True), ("skipped", True)]
 
 
 def test_min_building_ratio(raw: Path, base: dict, tmp_path: Path) -> None:

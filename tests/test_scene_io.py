@@ -16,6 +16,7 @@ from wai.format import Modality, SceneWriter, is_complete, load_frame, load_scen
 from wai.format.cameras import Camera
 from wai.format.codecs import cv2
 from wai.format.conventions import invert_pose, make_pose, rot_y
+from wai.format.scene import update_scene_modalities
 
 CAM = Camera.pinhole(16, 12, 10, 10, 7.5, 5.5)
 
@@ -147,3 +148,52 @@ def test_final_files_have_normal_permissions(tmp_path: Path) -> None:
 
     p = atomic.write_bytes(tmp_path / "x.json", b"{}")
     assert p.stat().st_mode & 0o777 == atomic.FILE_MODE and atomic.FILE_MODE & 0o044  # group/other readable
+
+
+def test_discard_leaves_no_scene_and_an_error_still_fails(tmp_path: Path) -> None:
+    with SceneWriter(tmp_path, "s", "test") as w:
+        w.drop_frame("a", "too_dark", 16, 12)
+        w.discard()
+    assert not (tmp_path / "s").exists() and not list(tmp_path.rglob(".tmp-*"))
+    with pytest.raises(RuntimeError, match="boom"), SceneWriter(tmp_path, "t", "test") as w:
+        w.discard()
+        raise RuntimeError("boom")
+    assert scene_state(tmp_path / "t") == "failed"
+    with pytest.raises(RuntimeError, match="outside its `with` block"):
+        SceneWriter(tmp_path, "u", "test").discard()
+
+
+def _add_keys(scene: str, prefix: str, n: int, barrier: object) -> None:
+    barrier.wait()  # type: ignore[attr-defined]  # both processes start updating at the same moment
+    for i in range(n):
+        update_scene_modalities(scene, {f"{prefix}{i:02d}": {"scene_key": f"x/{prefix}{i}.npy", "format": "numpy"}})
+
+
+def test_concurrent_scene_modality_updates_all_land(tmp_path: Path) -> None:
+    import multiprocessing as mp
+
+    from wai.validation import validate
+
+    s = _write(tmp_path, n=6)
+    update_scene_modalities(s, {"first": {"scene_key": "x/first.npy", "format": "numpy"}})
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(2)
+    procs = [ctx.Process(target=_add_keys, args=(str(s), p, 20, barrier)) for p in ("a", "b")]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    mods = load_scene(s).meta["scene_modalities"]
+    assert sorted(mods) == sorted(["first", *(f"{p}{i:02d}" for p in "ab" for i in range(20))])
+    # the lock file stays next to scene_meta.json and bothers neither the validator nor the reader
+    assert (s / "scene_meta.json.lock").is_file() and not list(s.glob(".tmp-*"))
+    report = validate(s, geometry=False)
+    assert report.ok, [i.message for i in report.errors]
+    assert load_frame(s, "f1")["depth"].shape == (12, 16)
+
+
+def test_update_scene_modalities_needs_a_scene(tmp_path: Path) -> None:
+    with pytest.raises(SceneNotFoundError, match="scene_meta.json is missing"):
+        update_scene_modalities(tmp_path / "nothing", {"k": {"scene_key": "k.npy", "format": "numpy"}})
+    assert not (tmp_path / "nothing").exists()

@@ -23,6 +23,9 @@ import click
 from wai.converters import REGISTRY
 from wai.errors import MissingDependencyError, WaiError
 
+#: Empty scenes listed one per line in the ``wai-convert`` summary (the manifest has all of them).
+MAX_LISTED = 20
+
 #: Extra ``wai-convert`` subcommands that are not sources: name -> "module:function" returning a click command.
 EXTRA_COMMANDS: dict[str, str] = {
     "covisibility": "wai.loaders.covisibility:click_command",
@@ -105,7 +108,7 @@ def _make_source_command(name: str) -> click.Command:
         return missing
 
     def callback(**kw: Any) -> None:
-        from wai.converters.base import RunOptions, run_conversion
+        from wai.converters.base import RunOptions, format_counts, run_conversion
 
         logging.basicConfig(level=logging.WARNING - 10 * kw.pop("verbose"), format="%(levelname)s %(message)s")
         quiet = kw.pop("quiet")
@@ -123,10 +126,19 @@ def _make_source_command(name: str) -> click.Command:
                 click.echo(f"  {n}")
             return
         done = [r for r in result.results if r.status == "finished"]
-        skipped = [r for r in result.results if r.status == "skipped"]
+        empty = result.empty
+        complete = [r for r in result.results if r.status == "skipped" and not r.empty]
         click.echo(f"{name}: {len(done)} scene(s) converted ({sum(r.n_frames for r in done)} frames, "
-                   f"{sum(r.n_dropped for r in done)} dropped), {len(skipped)} already complete, "
-                   f"{len(result.failed)} failed -> {output}")
+                   f"{sum(r.n_dropped for r in done)} dropped), {len(empty)} empty (every frame dropped), "
+                   f"{len(complete)} already complete, {len(result.failed)} failed -> {output}")
+        for r in empty[:MAX_LISTED]:
+            again = "" if r.status == "empty" else "; known from an earlier run, --overwrite retries it"
+            click.echo(f"  EMPTY {r.name}: {r.n_dropped} frame(s) dropped ({format_counts(r.drop_reasons)}), "
+                       f"no scene written{again}")
+        if empty:
+            more = f"{len(empty) - MAX_LISTED} more; " if len(empty) > MAX_LISTED else ""
+            click.echo(f"  ({more}empty scenes are not errors; all are in {output}/_meta/manifest.json, "
+                       "empty_scenes)")
         for r in result.failed:
             click.echo(f"  FAILED {r.name}: {(r.error or '').splitlines()[0]}", err=True)
         if result.failed:

@@ -10,10 +10,15 @@ A source module subclasses ``Converter`` and says only how to read its source:
 resume/overwrite state, failure isolation (one failing scene never stops the run), worker pools,
 progress, statistics, and the dataset-level outputs ``_meta/manifest.json``, ``_meta/coverage.parquet``
 and the WAI scene lists ``_meta/<split>/<dataset>_scene_list_<split>.npy``.
+
+A scene ends ``finished``, ``failed`` (traceback in its ``_process_log.json``) or ``empty``: it converted
+without error but every frame was dropped, so no scene directory is kept and its drop reasons are recorded
+in the manifest's ``empty_scenes`` (which is also how a resumed run knows not to redo it).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -31,16 +36,18 @@ from typing import Any, ClassVar
 import numpy as np
 
 from wai import __version__
-from wai.errors import SourceLayoutError, SourceNotFoundError, WaiError
+from wai.errors import ConversionError, SourceLayoutError, SourceNotFoundError, WaiError
 from wai.format import atomic
 from wai.format.conventions import PINHOLE
-from wai.format.scene import COVERAGE_JSON, FAILED, FINISHED, SceneWriter, get_process_log, is_complete
+from wai.format.scene import COVERAGE_JSON, EMPTY, FAILED, FINISHED, SceneWriter, get_process_log, is_complete
 
 log = logging.getLogger("wai.convert")
 
 META_DIR = "_meta"
 MANIFEST = "manifest.json"
 COVERAGE_PARQUET = "coverage.parquet"
+#: Result status of a scene not converted in this run (complete, or known empty from the manifest).
+SKIPPED = "skipped"
 
 
 def option(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:  # noqa: A002
@@ -90,16 +97,28 @@ class RunOptions:
 
 @dataclass
 class SceneResult:
-    """What happened to one scene."""
+    """What happened to one scene.
+
+    ``status``: ``finished``; ``empty`` (converted, every frame dropped, no directory kept);
+    ``failed`` (``error`` has the traceback); ``skipped`` (not converted in this run: complete already, or
+    known empty from the manifest, in which case ``n_dropped`` / ``drop_reasons`` are the recorded ones).
+    ``drop_reasons`` counts the dropped frames by ``drop_reason``.
+    """
 
     name: str
     split: str
-    status: str  # finished | failed | skipped
+    status: str
     n_frames: int = 0
     n_dropped: int = 0
     seconds: float = 0.0
     error: str | None = None
     summary: dict[str, Any] = field(default_factory=dict)
+    drop_reasons: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        """Every frame of the scene is dropped: found in this run, or known from an earlier one."""
+        return self.status == EMPTY or (self.status == SKIPPED and self.n_dropped > 0 and self.n_frames == 0)
 
 
 @dataclass
@@ -117,8 +136,13 @@ class RunResult:
         return [r for r in self.results if r.status == FAILED]
 
     @property
+    def empty(self) -> list[SceneResult]:
+        """Scenes whose every frame is dropped (this run's and those known from the manifest)."""
+        return [r for r in self.results if r.empty]
+
+    @property
     def ok(self) -> bool:
-        """True when no scene failed."""
+        """True when no scene failed (empty scenes are not failures)."""
         return not self.failed
 
 
@@ -220,6 +244,8 @@ def convert_one(
 ) -> SceneResult:
     """Convert one scene, isolating failures: the result says ``failed`` with the traceback.
 
+    A scene whose every frame is dropped is ``empty``: its directory is removed and the result carries the
+    drop reasons. A scene that neither writes nor drops a frame is a failure (frames vanished silently).
     With ``frame_progress`` a tqdm bar counts the scene's frames (written and dropped).
     """
     t0 = time.perf_counter()
@@ -236,12 +262,15 @@ def convert_one(
                 writer.on_frame = lambda: bar.update(1)  # type: ignore[union-attr]
             summary = converter.convert_scene(scene, writer) or {}
             n_frames = writer.n_frames
-            n_dropped = sum(1 for r in writer.coverage_rows if not r.get("selected", True))
+            reasons = [r.get("drop_reason") for r in writer.coverage_rows if not r.get("selected", True)]
             if n_frames == 0:
-                raise ValueError(f"scene {scene.name}: no frame was written ({n_dropped} dropped); "
-                                 "check the drop reasons in coverage.json")
-        return SceneResult(scene.name, scene.split, FINISHED, n_frames, n_dropped,
-                           time.perf_counter() - t0, summary=summary)
+                if not reasons:
+                    raise ConversionError(f"scene {scene.name}: the converter wrote no frame and dropped none; "
+                                          "every frame must be written or dropped with a reason")
+                writer.discard()
+        status = EMPTY if n_frames == 0 else FINISHED
+        return SceneResult(scene.name, scene.split, status, n_frames, len(reasons), time.perf_counter() - t0,
+                           summary=summary, drop_reasons=_count(reasons))
     except Exception as e:  # noqa: BLE001 - isolate any failure of one scene, record it with its traceback
         tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
         return SceneResult(scene.name, scene.split, FAILED, seconds=time.perf_counter() - t0,
@@ -308,9 +337,14 @@ def run_conversion(
 
     todo: list[SceneRef] = []
     results: list[SceneResult] = []
+    known_empty = _known_empty(converter, output)
     for s in selected:
         if not opts.overwrite and opts.resume and is_complete(output / s.name):
-            results.append(SceneResult(s.name, s.split, "skipped"))
+            results.append(SceneResult(s.name, s.split, SKIPPED))
+        elif not opts.overwrite and opts.resume and s.name in known_empty and not (output / s.name).exists():
+            e = known_empty[s.name]
+            results.append(SceneResult(s.name, s.split, SKIPPED, n_dropped=int(e.get("n_dropped", 0)),
+                                       drop_reasons=dict(e.get("drop_reasons", {}))))
         else:
             todo.append(s)
     output.mkdir(parents=True, exist_ok=True)
@@ -324,9 +358,13 @@ def run_conversion(
         results.append(res)
         n_frames += res.n_frames
         bar.update(1)
-        bar.set_postfix(frames=n_frames, failed=sum(r.status == FAILED for r in results))
+        bar.set_postfix(frames=n_frames, empty=sum(r.status == EMPTY for r in results),
+                        failed=sum(r.status == FAILED for r in results))
         if res.status == FAILED:
             log.error("scene %s failed: %s", res.name, (res.error or "").splitlines()[0])
+        elif res.status == EMPTY:
+            log.warning("scene %s: every frame dropped (%s); no scene written", res.name,
+                        format_counts(res.drop_reasons))
     bar.close()
     order = {n: i for i, n in enumerate(planned)}
     results.sort(key=lambda r: order.get(r.name, 0))
@@ -365,6 +403,36 @@ def _execute(
 
 
 # --- dataset-level outputs ------------------------------------------------------------------------
+
+
+def read_manifest(output: str | Path) -> dict[str, Any]:
+    """``<output>/_meta/manifest.json`` as a dict ({} when missing or not a valid JSON object)."""
+    p = Path(output) / META_DIR / MANIFEST
+    try:
+        data = json.loads(p.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def options_digest(converter: Converter) -> str:
+    """Short fingerprint of the converter's options: a known-empty scene is only trusted under the same ones."""
+    text = json.dumps(converter.options.to_dict(), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _known_empty(converter: Converter, output: Path) -> dict[str, dict[str, Any]]:
+    """The manifest's ``empty_scenes`` entries recorded with the converter's current options."""
+    entries = read_manifest(output).get("empty_scenes")
+    if not isinstance(entries, dict):
+        return {}
+    digest = options_digest(converter)
+    return {n: e for n, e in entries.items() if isinstance(e, dict) and e.get("options_digest") == digest}
+
+
+def format_counts(counts: dict[str, int]) -> str:
+    """``{reason: n}`` as ``"a: 3, b: 1"``, most frequent first."""
+    return ", ".join(f"{k}: {v}" for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def _load_coverage(scene_dir: Path) -> list[dict[str, Any]]:
@@ -414,12 +482,7 @@ def write_dataset_outputs(
         atomic.write_npy(meta / split / f"{converter.name}_scene_list_{split}.npy", np.array(sorted(names)))
     write_coverage_parquet(rows, meta / COVERAGE_PARQUET)
 
-    prev: dict[str, Any] = {}
-    if (meta / MANIFEST).is_file():
-        try:
-            prev = json.loads((meta / MANIFEST).read_text())
-        except ValueError:
-            prev = {}
+    prev = read_manifest(output)
     failures = {r.name: (r.error or "").splitlines()[0] for r in results if r.status == FAILED}
     for s in all_scenes:  # failures of earlier runs that are still not complete
         if s.name not in failures and not is_complete(output / s.name):
@@ -429,6 +492,21 @@ def write_dataset_outputs(
                 failures[s.name] = lines[-1] if lines else "failed"
     summaries = dict(prev.get("scene_summaries", {}))
     summaries.update({r.name: r.summary for r in results if r.status == FINISHED and r.summary})
+    # Empty scenes: earlier runs' entries stay until the scene is converted again (finished, failed or
+    # complete by other means) or leaves the source; this run's replace them.
+    prev_empty = prev.get("empty_scenes")
+    empty = {n: e for n, e in prev_empty.items() if isinstance(e, dict)} if isinstance(prev_empty, dict) else {}
+    digest = options_digest(converter)
+    for r in results:
+        if r.status == EMPTY:
+            empty[r.name] = {"split": r.split, "n_dropped": r.n_dropped, "drop_reasons": r.drop_reasons,
+                             "options_digest": digest}
+            summaries.pop(r.name, None)
+        elif r.status in (FINISHED, FAILED):
+            empty.pop(r.name, None)
+    source_names = {s.name for s in all_scenes}
+    empty = {n: empty[n] for n in sorted(empty) if n in source_names and not is_complete(output / n)
+             and n not in failures}
     n_sel = sum(1 for r in rows if r.get("selected", True))
     manifest = {
         "converter": converter.name,
@@ -440,16 +518,20 @@ def write_dataset_outputs(
             "scenes_in_source": len(all_scenes),
             "scenes_complete": sum(len(v) for v in by_split.values()),
             "scenes_converted_this_run": sum(r.status == FINISHED for r in results),
-            "scenes_skipped_this_run": sum(r.status == "skipped" for r in results),
+            "scenes_skipped_this_run": sum(r.status == SKIPPED for r in results),
             "scenes_failed": len(failures),
+            "scenes_empty": len(empty),
+            "scenes_empty_this_run": sum(r.status == EMPTY for r in results),
             "frames": n_sel,
             "frames_dropped": len(rows) - n_sel,
+            "frames_dropped_in_empty_scenes": sum(int(e.get("n_dropped", 0)) for e in empty.values()),
             "frames_by_split": {sp: sum(1 for r in rows if r.get("selected", True) and r["scene"] in set(v))
                                 for sp, v in by_split.items()},
         },
         "scenes_skipped_by_converter": dict(sorted(converter.skipped_scenes.items())),
         "drop_reasons": _count([r.get("drop_reason") for r in rows if not r.get("selected", True)]),
         "failures": failures,
+        "empty_scenes": empty,
         "timings": {
             "seconds_total": round(seconds, 3),
             "seconds_per_scene": {r.name: round(r.seconds, 3) for r in results if r.status == FINISHED},

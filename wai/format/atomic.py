@@ -1,7 +1,8 @@
 """Atomic file writes: a temporary name in the same directory, fsync-free rename onto the final name.
 
 A process killed mid-write leaves only a ``.tmp-*`` file, never a truncated file under a final name;
-``clean_temporaries`` removes such leftovers.
+``clean_temporaries`` removes such leftovers. ``locked`` serialises a read-modify-write of one file
+between processes (an advisory lock on a sibling ``<name>.lock`` file).
 """
 
 from __future__ import annotations
@@ -9,12 +10,20 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+try:
+    import fcntl
+except ImportError:  # not POSIX (Windows): `locked` degrades to no lock
+    fcntl = None  # type: ignore[assignment]
+
 TMP_PREFIX = ".tmp-"
+LOCK_SUFFIX = ".lock"
 # mkstemp creates 0600 files; final files get the usual 0666 & ~umask like any open(..., "w") would.
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -79,3 +88,31 @@ def clean_temporaries(root: str | Path) -> int:
             p.unlink()
             n += 1
     return n
+
+
+def lock_path(path: str | Path) -> Path:
+    """The lock file that ``locked(path)`` uses: ``<path>.lock`` next to ``path``."""
+    p = Path(path)
+    return p.with_name(p.name + LOCK_SUFFIX)
+
+
+@contextmanager
+def locked(path: str | Path) -> Iterator[Path]:
+    """Hold an exclusive advisory lock for ``path`` during the ``with`` block (yields the lock file's path).
+
+    The lock is ``fcntl.flock`` on ``<path>.lock``, created on first use and left in place (deleting it
+    would let a waiting process lock a file that a newcomer no longer sees). It only excludes other
+    holders of ``locked(path)``: readers need none, since writes are atomic renames. Closing the
+    descriptor releases the lock, also when the process dies. Without ``fcntl`` (not POSIX) no lock is
+    taken and concurrent read-modify-writes may lose an update.
+    """
+    lp = lock_path(path)
+    if fcntl is None:
+        yield lp
+        return
+    fd = os.open(lp, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield lp
+    finally:
+        os.close(fd)

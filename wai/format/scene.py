@@ -42,6 +42,8 @@ PROCESS_LOG = "_process_log.json"
 COVERAGE_JSON = "coverage.json"
 STAGE = "conversion"
 RUNNING, FINISHED, FAILED = "running", "finished", "failed"
+#: A scene result (not a logged state): converted, but every frame was dropped, so no directory is kept.
+EMPTY = "empty"
 
 #: Default directory and extension of each modality format.
 _EXT = {"depth": ".exr", "binary": ".png", "labels": ".png", "numpy": ".npy"}
@@ -114,6 +116,7 @@ class SceneWriter:
 
     On success the scene's ``coverage.json``, then ``scene_meta.json``, then the ``finished`` state are
     written; on an exception the state becomes ``failed`` with the traceback and the exception propagates.
+    After ``discard()`` a clean exit removes the scene directory instead (nothing of the scene is left).
     An existing scene directory is removed first when ``overwrite`` is true or when it is incomplete; a
     complete one raises ``FileExistsError`` (the converter base class decides what to skip).
     """
@@ -153,6 +156,7 @@ class SceneWriter:
         self.scene_modalities: dict[str, Any] = {}
         self._s = _State()
         self._open = False
+        self._discard = False
         #: Called after every written or dropped frame (progress bars).
         self.on_frame: Callable[[], None] | None = None
 
@@ -173,12 +177,25 @@ class SceneWriter:
             msg = "".join(traceback.format_exception(exc_type, exc, tb))
             set_process_state(self.dir, FAILED, msg)
             return False
+        if self._discard:
+            shutil.rmtree(self.dir)
+            return False
         try:
             self._finish()
         except BaseException as e:
             set_process_state(self.dir, FAILED, "".join(traceback.format_exception(type(e), e, e.__traceback__)))
             raise
         return False
+
+    def discard(self) -> None:
+        """Leave no scene: a clean exit of the ``with`` block removes the directory instead of finishing it.
+
+        For a scene whose every frame was dropped (``n_frames == 0``): a scene without frames would break
+        the format contract. An exception in the block still marks the scene ``failed``.
+        """
+        if not self._open:
+            raise RuntimeError("SceneWriter.discard called outside its `with` block")
+        self._discard = True
 
     # -- declarations --
     def add_transform(self, name: str, matrix: np.ndarray) -> None:
@@ -341,12 +358,19 @@ class SceneWriter:
 
 
 def update_scene_modalities(scene_dir: str | Path, entries: dict[str, Any]) -> None:
-    """Add scene-level modality entries (e.g. covisibility) to an existing ``scene_meta.json`` atomically."""
+    """Add scene-level modality entries (e.g. covisibility) to an existing ``scene_meta.json`` atomically.
+
+    The read-modify-write holds ``scene_meta.json.lock`` (``atomic.locked``), so concurrent updates from
+    several processes all land; the file itself is replaced atomically, so readers need no lock.
+    """
     p = Path(scene_dir) / SCENE_META
-    meta = json.loads(p.read_text())
-    meta.setdefault("scene_modalities", {}).update(entries)
-    meta["last_modified"] = _now()
-    atomic.write_json(p, meta)
+    if not p.is_file():
+        raise SceneNotFoundError(f"no scene at {scene_dir}: {p} is missing (is the scene converted?)")
+    with atomic.locked(p):
+        meta = json.loads(p.read_text())
+        meta.setdefault("scene_modalities", {}).update(entries)
+        meta["last_modified"] = _now()
+        atomic.write_json(p, meta)
     _CACHE.pop(str(p), None)
 
 
