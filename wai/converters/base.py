@@ -93,6 +93,8 @@ class RunOptions:
     executor: str = "process"
     ray_address: str | None = None
     progress: bool = True
+    #: Keep freed frame-sized buffers in each converting process for reuse (glibc; ``allocator.py``).
+    malloc_tuning: bool = True
 
 
 @dataclass
@@ -240,14 +242,19 @@ def select_scenes(scenes: list[SceneRef], opts: RunOptions) -> list[SceneRef]:
 
 def convert_one(
     converter: Converter, scene: SceneRef, output: Path, depth_precision: str, overwrite: bool,
-    frame_progress: bool = False,
+    frame_progress: bool = False, malloc_tuning: bool = False,
 ) -> SceneResult:
     """Convert one scene, isolating failures: the result says ``failed`` with the traceback.
 
     A scene whose every frame is dropped is ``empty``: its directory is removed and the result carries the
     drop reasons. A scene that neither writes nor drops a frame is a failure (frames vanished silently).
-    With ``frame_progress`` a tqdm bar counts the scene's frames (written and dropped).
+    With ``frame_progress`` a tqdm bar counts the scene's frames (written and dropped); with ``malloc_tuning``
+    this process keeps freed buffers for reuse from then on (``allocator.keep_freed_memory``).
     """
+    if malloc_tuning:
+        from wai.converters.allocator import keep_freed_memory
+
+        keep_freed_memory()
     t0 = time.perf_counter()
     bar = None
     try:
@@ -281,11 +288,11 @@ def convert_one(
 
 
 def _worker(args: tuple[Any, ...]) -> SceneResult:
-    cls_path, root, opts, scene, output, precision, overwrite = args
+    cls_path, root, opts, scene, output, precision, overwrite, malloc_tuning = args
     from wai.converters import load_class
 
     conv = load_class(cls_path)(root, opts)
-    return convert_one(conv, scene, output, precision, overwrite)
+    return convert_one(conv, scene, output, precision, overwrite, malloc_tuning=malloc_tuning)
 
 
 # --- the run --------------------------------------------------------------------------------------
@@ -386,7 +393,8 @@ def _execute(
     workers = max(1, min(opts.workers, len(todo)))
     if workers == 1 and pool is None:
         for s in todo:
-            yield convert_one(converter, s, output, opts.depth_precision, overwrite, frame_progress=opts.progress)
+            yield convert_one(converter, s, output, opts.depth_precision, overwrite, frame_progress=opts.progress,
+                              malloc_tuning=opts.malloc_tuning)
         return
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -394,7 +402,8 @@ def _execute(
     from wai.converters import class_path
 
     cls_path = class_path(type(converter))
-    jobs = [(cls_path, converter.root, converter.options, s, output, opts.depth_precision, overwrite) for s in todo]
+    jobs = [(cls_path, converter.root, converter.options, s, output, opts.depth_precision, overwrite,
+             opts.malloc_tuning) for s in todo]
     # spawn: workers never inherit threads or open handles of the parent (tqdm, torch, open3d). A pool
     # passed in is the caller's to shut down.
     spawn = mp.get_context("spawn")

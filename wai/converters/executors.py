@@ -41,7 +41,8 @@ def run_ray(
         task = ray.remote(max_retries=0, **TASK_RESOURCES)(_worker)
         cls_path = class_path(type(converter))
         refs = {
-            task.remote((cls_path, converter.root, converter.options, s, output, opts.depth_precision, overwrite)): s
+            task.remote((cls_path, converter.root, converter.options, s, output, opts.depth_precision, overwrite,
+                         opts.malloc_tuning)): s
             for s in todo
         }
         pending = list(refs)
