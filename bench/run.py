@@ -80,6 +80,9 @@ def vm_hwm_mb(pid="self"):
 
 name, raw, out, workers, opts, reps = (sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]),
                                        json.loads(sys.argv[5]), int(sys.argv[6]))
+if workers == 1:  # per core: one thread (pool workers set this themselves, see base._worker)
+    from wai.format.codecs import cv2
+    cv2.setNumThreads(1)
 cls = get_converter(name)
 conv = cls(raw, cls.Options(**opts))
 run = RunOptions(workers=workers, overwrite=True, progress=False)

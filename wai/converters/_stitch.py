@@ -218,6 +218,10 @@ def _project_pinhole(view: SourceView, q: np.ndarray) -> tuple[np.ndarray, np.nd
     np.copyto(u, np.float32(-1.0), where=o[..., 3] <= 0)
     inside = cv2.inRange(u, 0.0, cam.w - 1.0)
     cv2.bitwise_and(inside, cv2.inRange(v, 0.0, cam.h - 1.0), dst=inside)
+    # Outside pixels are never used (weight 0), but far out-of-image coordinates send cv2.remap down its
+    # slow border path: clamped into the image, the remap is ~1.3x faster (measured on OPV2V views).
+    for a, hi in ((u, cam.w - 1.0), (v, cam.h - 1.0)):
+        cv2.min(cv2.max(a, 0.0, dst=a), hi, dst=a)
     return u, v, inside
 
 

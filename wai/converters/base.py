@@ -290,6 +290,11 @@ def convert_one(
 def _worker(args: tuple[Any, ...]) -> SceneResult:
     cls_path, root, opts, scene, output, precision, overwrite, malloc_tuning = args
     from wai.converters import load_class
+    from wai.format.codecs import cv2
+
+    # One scene per worker per core: OpenCV's own thread pool (remap, cvtColor, ...) in every worker would
+    # oversubscribe the cores the pool already fills.
+    cv2.setNumThreads(1)
 
     conv = load_class(cls_path)(root, opts)
     return convert_one(conv, scene, output, precision, overwrite, malloc_tuning=malloc_tuning)
