@@ -52,7 +52,7 @@ SCALE: dict[str, tuple[dict, dict]] = {
     # casting is slow) over-weights the per-scene work (COLMAP parsing, the distortion lookup table).
     "eth3d": ({"n_images": 6, "n_train": 2}, {"n_images": 12, "n_train": 2}),
     "vkitti2": ({"n_frames": 6}, {"n_frames": 16}),
-    "co3d": ({"n_frames": 8}, {"n_frames": 24}),
+    "co3d": ({"n_frames": 16}, {"n_frames": 24}),  # quick: 16 per scene, so the 2-worker figure is not start-up noise
     "opv2v": ({"n_timestamps": 2}, {"n_timestamps": 6}),
 }
 #: Timed repetitions per measurement (quick, full): this VM's speed drifts, so each figure is the best of these.

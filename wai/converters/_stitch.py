@@ -170,7 +170,9 @@ def _fill_band(depth: np.ndarray, radius_px: float, wrap: bool) -> tuple[int, np
     dist, lab = cv2.distanceTransformWithLabels((~valid).view(np.uint8), cv2.DIST_L2, 5,
                                                 labelType=cv2.DIST_LABEL_PIXEL)
     lut = np.concatenate([[0.0], d[valid]]).astype(np.float32)
-    filled = np.where(valid, d, np.where(dist <= radius_px, lut[lab], 0.0)).astype(np.float32)
+    # A measured pixel is its own nearest (distance 0, its own label), so the gather alone gives d there.
+    filled = lut[lab]
+    np.copyto(filled, np.float32(0.0), where=dist > radius_px)
     return r0, (filled[:, pad: pad + w] if pad else filled)
 
 

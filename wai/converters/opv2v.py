@@ -390,7 +390,7 @@ class _Agent:
             "own_valid_depth_ratio": float(np.count_nonzero(own) / n),
             "coop_valid_depth_ratio": float(np.count_nonzero(merged) / n) if self.opts.lidar == "cooperative" else None,
             "n_coop_points_projected": n_coop,
-            "camera_depth_valid_ratio": float(np.count_nonzero(cam_depth) / n),
+            "camera_depth_valid_ratio": float(np.count_nonzero(cam_depth) / n) if n_cam_depth else 0.0,
             "proxy_densified_ratio": float(np.count_nonzero(origin == 1) / n),
             "proxy_extruded_ratio": float(np.count_nonzero(origin == 2) / n),
             "proxy_fallback_ratio": float(np.count_nonzero(origin == 3) / n),
