@@ -53,7 +53,7 @@ SCALE: dict[str, tuple[dict, dict]] = {
     "eth3d": ({"n_images": 6, "n_train": 2}, {"n_images": 12, "n_train": 2}),
     "vkitti2": ({"n_frames": 6}, {"n_frames": 16}),
     "co3d": ({"n_frames": 16}, {"n_frames": 24}),  # quick: 16 per scene, so the 2-worker figure is not start-up noise
-    "opv2v": ({"n_timestamps": 2}, {"n_timestamps": 6}),
+    "opv2v": ({"n_timestamps": 4}, {"n_timestamps": 6}),  # real scenarios: 100-700 timestamps each
 }
 #: Timed repetitions per measurement (quick, full): this VM's speed drifts, so each figure is the best of these.
 REPS = {True: 3, False: 3}
