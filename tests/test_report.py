@@ -260,3 +260,29 @@ def test_cli(tmp_path: Path, outs: dict[str, Path]) -> None:
     assert "toy:" in res.output and (tmp_path / "r.md").is_file()
     res = CliRunner().invoke(report_main, [str(tmp_path / "missing")])
     assert res.exit_code == 1 and "run wai-convert first" in res.output
+
+
+class HalfEmptyToy(ToyConverter):
+    """``toy`` whose scene_000 drops every frame: an ``empty`` scene in the manifest."""
+
+    def convert_scene(self, scene: SceneRef, writer: SceneWriter) -> dict[str, Any]:
+        if scene.name != "scene_000":
+            return super().convert_scene(scene, writer)
+        for i, (name, cam, _) in enumerate(self._cameras(scene)):
+            writer.drop_frame(name, "no_lidar" if i else "no_image", cam.w, cam.h)
+        return {}
+
+
+def test_empty_scenes_are_reported(tmp_path: Path) -> None:
+    make_fake(tmp_path / "raw", n_scenes=2, n_frames=3, seed=5)
+    res = run_conversion(HalfEmptyToy(tmp_path / "raw"), tmp_path / "out", RunOptions(workers=1, progress=False))
+    assert [r.name for r in res.results if r.empty] == ["scene_000"]
+    md, html = tmp_path / "r.md", tmp_path / "r.html"
+    run_report([tmp_path / "out"], markdown=md, html=html)
+    text = md.read_text()
+    section = text.split("## Empty scenes", 1)[1].split("\n## ", 1)[0]
+    assert re.search(r"\| toy \| scene_000 \| train \| 3 \| no_lidar: 2, no_image: 1 \|", section), section
+    assert "scene_001" not in section
+    overview = text.split("| dataset | split | scenes | frames | dropped frames | failed scenes | empty scenes |")[1]
+    assert re.search(r"\| toy \| \*\*all\*\* \| 1 \| \d+ \| \d+ \| 0 \| 1 \|", overview.split("\n\n")[0])
+    assert "id='empty'" in html.read_text() or 'id="empty"' in html.read_text()

@@ -91,12 +91,13 @@ def overview_table(tables: list[CoverageTable]) -> Table:
     for t in tables:
         per = split_counts(t)
         for s in per:
-            rows.append([t.name, s["split"], fmt(s["scenes"]), fmt(s["frames"]), fmt(s["dropped"]), ""])
+            rows.append([t.name, s["split"], fmt(s["scenes"]), fmt(s["frames"]), fmt(s["dropped"]), "", ""])
         failed = t.manifest.get("failures") or {}
         rows.append([t.name, "**all**", fmt(sum(s["scenes"] for s in per)), fmt(t.n_frames), fmt(t.n_dropped),
-                     fmt(len(failed))])
-    return Table(["dataset", "split", "scenes", "frames", "dropped frames", "failed scenes"], rows,
-                 "Scenes are the complete scenes of the manifest; frames are the written (selected) frames.")
+                     fmt(len(failed)), fmt(len(_empty_scenes(t)))])
+    return Table(["dataset", "split", "scenes", "frames", "dropped frames", "failed scenes", "empty scenes"], rows,
+                 "Scenes are the complete scenes of the manifest; frames are the written (selected) frames. "
+                 "Empty scenes converted without error but every frame was dropped (see 'Empty scenes').")
 
 
 def drops_table(tables: list[CoverageTable]) -> Table:
@@ -173,6 +174,23 @@ def worst_table(tables: list[CoverageTable], n: int = N_WORST) -> Table:
                  f"Lowest mean valid_depth_ratio first, at most {n} scenes per dataset.")
 
 
+def _empty_scenes(t: CoverageTable) -> dict[str, dict]:
+    e = t.manifest.get("empty_scenes")
+    return {str(k): v for k, v in e.items() if isinstance(v, dict)} if isinstance(e, dict) else {}
+
+
+def empty_table(tables: list[CoverageTable]) -> Table:
+    """Scenes whose every frame was dropped (``manifest.empty_scenes``): no directory, reasons counted."""
+    rows = []
+    for t in tables:
+        for name, e in sorted(_empty_scenes(t).items()):
+            reasons = e.get("drop_reasons") or {}
+            rows.append([t.name, name, str(e.get("split", "")), fmt(int(e.get("n_dropped", 0))),
+                         ", ".join(f"{r}: {n}" for r, n in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])))])
+    return Table(["dataset", "scene", "split", "dropped frames", "drop reasons"], rows,
+                 "Converted without error, but every frame was dropped, so no scene was written.")
+
+
 def skipped_table(tables: list[CoverageTable]) -> Table:
     """Source scenes the converter left out on purpose (``manifest.scenes_skipped_by_converter``)."""
     rows = [[t.name, str(s), str(r)] for t in tables
@@ -227,6 +245,9 @@ def render_markdown(tables: list[CoverageTable], generated: str) -> str:
     failures = [(t.name, s, m) for t in tables for s, m in sorted((t.manifest.get("failures") or {}).items())]
     if failures:
         parts += ["## Failed scenes", "", md_table(Table(["dataset", "scene", "error"], [list(f) for f in failures]))]
+    empty = empty_table(tables)
+    if empty.rows:
+        parts += ["## Empty scenes", "", md_table(empty)]
     skipped = skipped_table(tables)
     if skipped.rows:
         parts += ["## Source scenes skipped by the converter", "", md_table(skipped)]
@@ -554,6 +575,9 @@ def render_html(tables: list[CoverageTable], generated: str, plotter: Plotter) -
     failures = [[t.name, s, m] for t in tables for s, m in sorted((t.manifest.get("failures") or {}).items())]
     if failures:
         sections.append(("failures", "Failed scenes", html_table(Table(["dataset", "scene", "error"], failures))))
+    empty = empty_table(tables)
+    if empty.rows:
+        sections.append(("empty", "Empty scenes", html_table(empty)))
     skipped = skipped_table(tables)
     if skipped.rows:
         sections.append(("skipped", "Source scenes skipped by the converter", html_table(skipped)))
