@@ -97,6 +97,9 @@ if workers > 1:  # pool start-up (spawn + imports), paid once per run, measured 
 t = time.perf_counter()
 run_conversion(conv, out + "_warmup", run, pool=pool)
 first = time.perf_counter() - t
+if workers == 1:  # the codec-floor helpers of bench/run.py
+    sys.path.insert(0, {bench!r})
+    import run as bench
 codec, seconds, rss, copied = [], [], None, None
 for _ in range(reps):
     t = time.perf_counter()
@@ -106,8 +109,6 @@ for _ in range(reps):
     if workers == 1:
         # The codec floor on the same data in the same process, interleaved with the conversions so both
         # see the same machine state (this VM's speed drifts by 20-30% over tens of seconds).
-        sys.path.insert(0, {bench!r})
-        import run as bench
         if copied is None:
             copied = bench._copied_images(Path(raw), Path(out))
         codec.append(bench._decode_raw_seconds(Path(raw), copied[0])

@@ -36,6 +36,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from wai import __version__
+from wai.coverage.stats import format_counts
 from wai.errors import ConversionError, SourceLayoutError, SourceNotFoundError, WaiError
 from wai.format import atomic
 from wai.format.conventions import PINHOLE
@@ -421,12 +422,7 @@ def _execute(
 
 def read_manifest(output: str | Path) -> dict[str, Any]:
     """``<output>/_meta/manifest.json`` as a dict ({} when missing or not a valid JSON object)."""
-    p = Path(output) / META_DIR / MANIFEST
-    try:
-        data = json.loads(p.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    return atomic.read_json_object(Path(output) / META_DIR / MANIFEST)
 
 
 def options_digest(converter: Converter) -> str:
@@ -442,11 +438,6 @@ def _known_empty(converter: Converter, output: Path) -> dict[str, dict[str, Any]
         return {}
     digest = options_digest(converter)
     return {n: e for n, e in entries.items() if isinstance(e, dict) and e.get("options_digest") == digest}
-
-
-def format_counts(counts: dict[str, int]) -> str:
-    """``{reason: n}`` as ``"a: 3, b: 1"``, most frequent first."""
-    return ", ".join(f"{k}: {v}" for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def _load_coverage(scene_dir: Path) -> list[dict[str, Any]]:

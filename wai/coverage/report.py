@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from wai.coverage.stats import format_counts
 from wai.coverage.tables import (
     CoverageTable,
     categorical_counts,
@@ -184,9 +185,8 @@ def empty_table(tables: list[CoverageTable]) -> Table:
     rows = []
     for t in tables:
         for name, e in sorted(_empty_scenes(t).items()):
-            reasons = e.get("drop_reasons") or {}
             rows.append([t.name, name, str(e.get("split", "")), fmt(int(e.get("n_dropped", 0))),
-                         ", ".join(f"{r}: {n}" for r, n in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])))])
+                         format_counts(e.get("drop_reasons") or {})])
     return Table(["dataset", "scene", "split", "dropped frames", "drop reasons"], rows,
                  "Converted without error, but every frame was dropped, so no scene was written.")
 

@@ -90,6 +90,16 @@ def clean_temporaries(root: str | Path) -> int:
     return n
 
 
+def read_json_object(path: str | Path) -> dict[str, Any]:
+    """A JSON object file as a dict; {} when it is missing, unreadable or not a JSON object (state files that
+    a later write replaces whole, so a bad one is treated as absent)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def lock_path(path: str | Path) -> Path:
     """The lock file that ``locked(path)`` uses: ``<path>.lock`` next to ``path``."""
     p = Path(path)

@@ -59,12 +59,7 @@ def _now() -> str:
 
 def get_process_log(scene_dir: str | Path) -> dict[str, Any]:
     """The scene's ``_process_log.json`` ({} when missing or unreadable)."""
-    p = Path(scene_dir) / PROCESS_LOG
-    try:
-        data = json.loads(p.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    return atomic.read_json_object(Path(scene_dir) / PROCESS_LOG)
 
 
 def set_process_state(scene_dir: str | Path, state: str, message: str = "", stage: str = STAGE) -> None:
