@@ -45,6 +45,28 @@ class ConversionError(WaiError, RuntimeError):
     """A scene could not be converted (wraps the underlying cause)."""
 
 
+class PathEscapeError(WaiError, ValueError):
+    """A path read from data (raw metadata, a converted scene, a scene list) leaves the tree it belongs to."""
+
+
+class UsageError(WaiError, ValueError):
+    """The command as given can never work (bad option value, output overlapping input): exit code 2."""
+
+    exit_code = 2
+
+
+class OutputOverlapError(UsageError):
+    """``--output`` equals, is inside, or contains ``--input``: converting would write into the raw data."""
+
+
+class OutputLockedError(WaiError, RuntimeError):
+    """Another run holds the output root's lock (one writer per output root)."""
+
+
+class NotOursError(WaiError, FileExistsError):
+    """Something at a path the library would write was not created by it; it is left untouched."""
+
+
 def layout_error(path: str | Path, what: str, line: int | None = None, key: str | None = None) -> SourceLayoutError:
     """Build a ``SourceLayoutError`` whose message names file, line and key: ``path:line: [key] what``."""
     where = str(path)
