@@ -35,6 +35,7 @@ from wai.format.conventions import (
     SCALE_TYPES,
     is_proper_rotation,
 )
+from wai.format.paths import read_json, resolve_inside
 from wai.format.schema import NAME_PATTERN, Frame, ModalitySpec, SceneMeta
 
 SCENE_META = "scene_meta.json"
@@ -419,10 +420,7 @@ def load_scene(path: str | Path, validate: bool = False) -> Scene:
     hit = _CACHE.get(str(meta_path))
     if hit is not None and hit[0] == mtime:
         return hit[1]
-    try:
-        meta = json.loads(meta_path.read_text())
-    except ValueError as e:
-        raise SchemaError(f"{meta_path}: not valid JSON ({e})") from e
+    meta = read_json(meta_path, what="scene_meta.json")
     if validate:
         SceneMeta.from_dict(meta, str(meta_path))
     if not isinstance(meta, dict) or not isinstance(meta.get("frames"), list):
@@ -449,6 +447,22 @@ def _resolve_modalities(meta: dict[str, Any], wanted: Iterable[str]) -> list[tup
     return out
 
 
+def frame_file(sc: Scene, fr: dict[str, Any], key: str, idx: int | None = None) -> Path:
+    """The resolved path of frame entry ``key``; ``PathEscapeError`` when it leaves the scene's dataset.
+
+    Paths in ``scene_meta.json`` are relative to the scene directory. Symlinks are followed only while they
+    stay inside the scene directory's parent (the dataset root), so a crafted scene cannot make a reader
+    open files elsewhere.
+    """
+    where = f"frames[{idx}].{key}" if idx is not None else f"frame {fr.get('frame_name')!r}.{key}"
+    rel = fr[key]
+    if not isinstance(rel, str):
+        raise SchemaError(f"{sc.path / SCENE_META} [{where}]: expected a relative path string, got {rel!r}")
+    # Resolved against the dataset root (the scene's parent) so that a symlinked scene folder is caught too.
+    return resolve_inside(sc.path.parent, f"{sc.path.name}/{rel}", source=sc.path / SCENE_META, entry=where,
+                          what="frame path")
+
+
 def load_frame(
     scene: Scene | str | Path, frame: int | str, modalities: str | Iterable[str] | None = None
 ) -> dict[str, Any]:
@@ -473,7 +487,11 @@ def load_frame(
         key = spec.get("frame_key", name)
         if key not in fr:
             raise SchemaError(f"{sc.path / SCENE_META}: frame {fr['frame_name']} has no `{key}` path")
-        fpath = sc.path / fr[key]
-        out[name] = codecs.decode(fpath, spec.get("format", "image"))
+        fpath = frame_file(sc, fr, key, idx)
+        arr = codecs.decode(fpath, spec.get("format", "image"))
+        if arr.shape[:2] != (cam.h, cam.w) and spec.get("format") != "numpy":
+            raise SchemaError(f"{fpath}: decoded {name} is {arr.shape[1]}x{arr.shape[0]} but {sc.path / SCENE_META} "
+                              f"frame {fr['frame_name']} says w x h = {cam.w}x{cam.h}")
+        out[name] = arr
         out[f"{name}_fname"] = fpath
     return out
