@@ -23,6 +23,7 @@ truth is computed from the rounded values, so it is exactly what the files say.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -172,14 +173,37 @@ def _timestamps(n: int) -> str:
     return "".join(f"2013-05-28 08:46:{2 + i // 10:02d}.{(i % 10) * 100_000_000 + 901_000:09d}\n" for i in range(n))
 
 
+def _set_building_ratio(labels: np.ndarray, ratio: float) -> np.ndarray:
+    """``labels`` with exactly ``round(ratio * size)`` building pixels: surplus building pixels become
+    vegetation, missing ones are taken from the other pixels, both in raster order."""
+    out = labels.copy()
+    flat = out.reshape(-1)
+    target = int(round(ratio * flat.size))
+    building = np.flatnonzero(flat == KITTI_ID["building"])
+    if len(building) > target:
+        flat[building[target:]] = KITTI_ID["vegetation"]
+    else:
+        flat[np.flatnonzero(flat != KITTI_ID["building"])[: target - len(building)]] = KITTI_ID["building"]
+    return out
+
+
 def make_fake(root: str | Path, n_frames: int = 8, no_pose_index: int = 3, n_val: int = 3, seed: int = 0,
-              lidar_channels: int = 64, lidar_h_res_deg: float = 0.2) -> FakeInfo:
+              lidar_channels: int = 64, lidar_h_res_deg: float = 0.2,
+              building_ratios: Sequence[float | None] | None = None) -> FakeInfo:
     """Write the fake sequence; ``FakeInfo.options`` asks for both cameras and 4 frames per scene.
 
     Expected output: ``n_frames - 1`` posed frames x 2 cameras, in 2 scenes (train frames, then the
     last ``n_val`` frames in split val).
+
+    ``building_ratios`` (one value or None per frame; default: none) edits the semantic maps of both
+    cameras so the building pixel fraction of that frame is exactly ``round(ratio * W * H) / (W * H)``,
+    e.g. to put frames into every ``--sample`` bucket (the rendered street is building-rich everywhere).
+    The edited label maps no longer match the images; None keeps the rendered labels.
     """
     root = Path(root)
+    if building_ratios is not None and (len(building_ratios) != n_frames or any(
+            r is not None and not 0.0 <= r <= 1.0 for r in building_ratios)):
+        raise ValueError(f"building_ratios: expected {n_frames} values in [0, 1] or None, got {building_ratios!r}")
     truth = fake_truth(n_frames, no_pose_index, seed=seed)
     _write_calibration(root, truth)
     raw = root / "data_2d_raw" / SEQ
@@ -200,7 +224,10 @@ def make_fake(root: str | Path, n_frames: int = 8, no_pose_index: int = 3, n_val
             r = truth.world.render(truth.camera, truth.cam_to_world[cam][f])
             cv2.imwrite(str(raw / f"image_{cam}" / "data_rect" / f"{name}.png"), r["rgb"][..., ::-1])
             if i > 0:  # the first frame has no semantic label map
-                cv2.imwrite(str(sem / f"image_{cam}" / "semantic" / f"{name}.png"), _LUT[r["semantic"]])
+                labels = _LUT[r["semantic"]]
+                if building_ratios is not None and building_ratios[i] is not None:
+                    labels = _set_building_ratio(labels, float(building_ratios[i]))
+                cv2.imwrite(str(sem / f"image_{cam}" / "semantic" / f"{name}.png"), labels)
         scan = simulate_lidar(truth.world, truth.velo_to_world[f], n_channels=lidar_channels,
                               h_res_deg=lidar_h_res_deg, max_range=120.0)
         scan.astype("<f4").tofile(velo_dir / "data" / f"{name}.bin")
