@@ -24,7 +24,7 @@ sys.path.insert(0, str(HERE))
 import run as bench  # noqa: E402  bench/run.py: the benchmark's fake data and options
 
 from wai.converters import get_converter  # noqa: E402
-from wai.converters.base import RunOptions, run_conversion  # noqa: E402
+from wai.run import RunOptions, run_conversion  # noqa: E402
 from wai.synthetic import get_fake  # noqa: E402
 
 

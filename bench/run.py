@@ -65,11 +65,9 @@ BENCH_OPTIONS: dict[str, dict] = {
 
 CHILD = """
 import json, sys, time
-import multiprocessing as mp
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from wai.converters import get_converter
-from wai.converters.base import RunOptions, run_conversion
+from wai.run import RunOptions, WorkerPool, run_conversion
 
 def vm_hwm_mb(pid="self"):
     # VmHWM is per address space (reset at exec); ru_maxrss is inherited from the forking parent on Linux.
@@ -80,7 +78,7 @@ def vm_hwm_mb(pid="self"):
 
 name, raw, out, workers, opts, reps = (sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]),
                                        json.loads(sys.argv[5]), int(sys.argv[6]))
-if workers == 1:  # per core: one thread (pool workers set this themselves, see base._worker)
+if workers == 1:  # per core: one thread (pool workers set this themselves, see wai.run.scene.run_job)
     from wai.format.codecs import cv2
     cv2.setNumThreads(1)
 cls = get_converter(name)
@@ -89,8 +87,7 @@ run = RunOptions(workers=workers, overwrite=True, progress=False)
 pool, startup = None, 0.0
 if workers > 1:  # pool start-up (spawn + imports), paid once per run, measured on its own
     t = time.perf_counter()
-    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"))
-    list(pool.map(exec, ["import wai.converters." + name] * workers))
+    pool = WorkerPool(workers).start()  # spawned; each worker imports the converter with its first scene
     startup = time.perf_counter() - t
 # Steady state: a first conversion of the same data pays lazy imports and first-call costs (in every
 # worker), then the timed ones run in the same process or pool.
@@ -114,7 +111,7 @@ for _ in range(reps):
         codec.append(bench._decode_raw_seconds(Path(raw), copied[0])
                      + bench._encode_out_seconds(Path(out), copied[1]))
 if pool is not None:
-    pool.shutdown()
+    pool.close()
 print(json.dumps({"seconds": min(seconds), "seconds_all": seconds, "first_run_seconds": first,
                   "startup_seconds": startup, "frames": sum(r.n_frames for r in res.results),
                   "failed": len(res.failed), "peak_rss_mb": rss, "codec_seconds": min(codec) if codec else None,

@@ -12,7 +12,7 @@ import pytest
 PROBE = """
 import json, resource, sys
 import numpy as np
-from wai.converters.allocator import keep_freed_memory
+from wai.run.allocator import keep_freed_memory
 applied = keep_freed_memory() if sys.argv[1] == "1" else False
 def frame():  # what a converter does per frame: a few frame-sized (2 MB) temporaries, filled, then freed
     a, b, c = (np.ones((376, 1408), np.float32) for _ in range(3))

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wai.converters.base import RunOptions, run_conversion
 from wai.converters.co3d import Co3DConverter, Co3DOptions, c2w_from_pytorch3d, decode_depth_png, intrinsics_from_ndc
 from wai.errors import SourceLayoutError, SourceNotFoundError
 from wai.format.codecs import cv2, read_depth, read_labels, read_mask
 from wai.format.conventions import invert_pose
 from wai.format.scene import SceneWriter, load_scene
+from wai.run import RunOptions, run_conversion
 from wai.synthetic.fake_co3d import (
     MASKED_BLOCK,
     NONFINITE_PIXELS,

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from wai.converters import REGISTRY, get_converter
-from wai.converters.base import RunOptions, run_conversion
 from wai.format.scene import load_scene
+from wai.run import RunOptions, run_conversion
 from wai.synthetic import get_fake
 from wai.validation import validate
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from wai.coverage.stats import depth_stats, label_ratios
+from wai.format.framestats import depth_stats, label_ratios
 
 
 @pytest.mark.parametrize("precision", ["float16", "float32"])

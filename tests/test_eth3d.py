@@ -12,11 +12,11 @@ import pytest
 pycolmap = pytest.importorskip("pycolmap")
 
 from wai.converters import _colmap, get_converter  # noqa: E402
-from wai.converters.base import RunOptions, run_conversion  # noqa: E402
 from wai.errors import SourceLayoutError, SourceNotFoundError  # noqa: E402
 from wai.format.cameras import Camera  # noqa: E402
 from wai.format.conventions import invert_pose  # noqa: E402
 from wai.format.scene import SceneWriter, load_frame, load_scene  # noqa: E402
+from wai.run import RunOptions, run_conversion  # noqa: E402
 from wai.synthetic.fake_eth3d import make_fake  # noqa: E402
 from wai.synthetic.world import World  # noqa: E402
 

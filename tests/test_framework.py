@@ -15,10 +15,11 @@ from click.testing import CliRunner
 
 from wai.cli import convert_main
 from wai.converters import get_converter
-from wai.converters.base import RunOptions, SceneRef, run_conversion
+from wai.converters.base import SceneRef
 from wai.converters.synthetic import SyntheticConverter, SyntheticOptions
 from wai.errors import MissingDependencyError, SourceLayoutError, SourceNotFoundError, UnknownSourceError, WaiError
 from wai.format.scene import SceneWriter, is_complete
+from wai.run import RunOptions, run_conversion
 from wai.synthetic.raw_synthetic import make_fake
 from wai.validation import validate
 
@@ -99,7 +100,7 @@ def test_coverage_parquet_matches_numpy(raw: Path, tmp_path: Path) -> None:
 
 KILL = textwrap.dedent("""
     import os, sys
-    from wai.converters.base import RunOptions, run_conversion
+    from wai.run import RunOptions, run_conversion
     from wai.converters.synthetic import SyntheticConverter
 
     class Dying(SyntheticConverter):
@@ -143,7 +144,10 @@ def test_cli_exit_codes_and_messages(raw: Path, tmp_path: Path) -> None:
     unknown = runner.invoke(convert_main, ["nosuchsource"])
     assert unknown.exit_code == 2
     dry = runner.invoke(convert_main, ["synthetic", "-i", str(raw), "-o", str(tmp_path / "o"), "--dry-run"])
-    assert dry.exit_code == 0 and "4 scene(s) would be converted" in dry.output
+    # --dry-run applies resume: scene_000 is complete, so 3 of 4 would be converted (issue 18, item 7)
+    assert dry.exit_code == 0 and "3 scene(s) would be converted" in dry.output, dry.output
+    listed = [ln.strip() for ln in dry.output.splitlines()[1:]]
+    assert "1 already complete" in dry.output and listed == ["scene_001", "scene_002", "scene_003"]
     listing = runner.invoke(convert_main, ["--help"])
     for name in ("opv2v", "kitti360", "eth3d", "co3d", "vkitti2", "synthetic", "covisibility"):
         assert name in listing.output

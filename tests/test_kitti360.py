@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from wai.converters import _kitti360_io as kio
-from wai.converters.base import RunOptions, run_conversion
 from wai.converters.kitti360 import Kitti360Converter, Kitti360Options
 from wai.converters.sampling import allocate, bucket_of, parse_weights, stratified_sample
 from wai.errors import SourceLayoutError, WaiError
 from wai.format.scene import load_frame, load_scene
+from wai.run import RunOptions, run_conversion
 from wai.synthetic.fake_kitti360 import _LUT, SEQ, fake_truth, make_fake
 
 TRUTH = fake_truth()

@@ -11,7 +11,6 @@ import pytest
 import yaml
 
 from wai.converters import _opv2v_io as io
-from wai.converters.base import RunOptions, run_conversion
 from wai.converters.opv2v import OPV2VConverter, OPV2VOptions
 from wai.errors import MissingDependencyError, SourceLayoutError, SourceNotFoundError
 from wai.format.cameras import Camera
@@ -26,6 +25,7 @@ from wai.format.conventions import (
     ue4_camera_to_opencv_c2w_right_handed,
 )
 from wai.format.scene import SceneWriter, load_scene
+from wai.run import RunOptions, run_conversion
 from wai.synthetic import fake_opv2v as fake
 from wai.synthetic.world import World
 

@@ -19,12 +19,13 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from wai.converters.base import RunOptions, SceneRef, run_conversion
+from wai.converters.base import SceneRef
 from wai.converters.synthetic import SyntheticConverter
 from wai.coverage import tables as tb
 from wai.coverage.report import fmt, run_report
 from wai.errors import MissingDependencyError, SceneNotFoundError
 from wai.format.scene import Modality, SceneWriter
+from wai.run import RunOptions, run_conversion
 from wai.synthetic.raw_synthetic import make_fake
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

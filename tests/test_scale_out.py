@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from wai.converters.base import RunOptions, run_conversion
 from wai.converters.synthetic import SyntheticConverter
+from wai.run import RunOptions, run_conversion
 from wai.synthetic.raw_synthetic import make_fake
 
 
@@ -51,15 +51,15 @@ def test_ray_matches_process_pool(tmp_path: Path) -> None:
 
 
 def test_a_running_pool_is_reused_across_runs(tmp_path: Path) -> None:
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
+    from wai.run import WorkerPool
 
     raw = make_fake(tmp_path / "raw", n_scenes=3, n_frames=1).root
     conv = SyntheticConverter(raw)
     ref = run_conversion(conv, tmp_path / "inproc", RunOptions(progress=False))
-    with ProcessPoolExecutor(2, mp_context=mp.get_context("spawn")) as pool:
+    with WorkerPool(2) as pool:
         first = run_conversion(conv, tmp_path / "p1", RunOptions(progress=False), pool=pool)
         second = run_conversion(conv, tmp_path / "p2", RunOptions(progress=False, scenes="scene_001"), pool=pool)
     assert ref.ok and first.ok and second.ok
     assert [r.name for r in second.results if r.status == "finished"] == ["scene_001"]
     assert _metas(tmp_path / "p1") == _metas(tmp_path / "inproc")  # same output whichever process wrote it
+    assert pool._workers == []  # closed on leaving the block: no worker outlives the pool

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wai.converters.base import RunOptions, run_conversion
 from wai.converters.vkitti2 import VKitti2Converter, VKitti2Options, colors_to_ids, read_colors, w2c_to_c2w
 from wai.errors import SourceLayoutError, SourceNotFoundError, WaiError
 from wai.format.codecs import read_depth, read_labels
 from wai.format.conventions import invert_pose
 from wai.format.scene import SceneWriter, load_scene
+from wai.run import RunOptions, run_conversion
 from wai.synthetic.fake_vkitti2 import SCENES, VKITTI_CATEGORY, VKITTI_FROM_STREET, fake_camera, make_fake, rig_poses
 from wai.synthetic.world import CLASSES, World
 

@@ -32,8 +32,16 @@ EXTRA_COMMANDS: dict[str, str] = {
 }
 
 
+class _WaiClickError(click.ClickException):
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 def _fail(e: WaiError) -> typing.NoReturn:
-    raise click.ClickException(f"{type(e).__name__}: {e}")
+    # Usage errors (an output overlapping the input, option values that can never work) exit 2, like
+    # click's own usage errors; every other WaiError exits 1.
+    raise _WaiClickError(f"{type(e).__name__}: {e}", getattr(e, "exit_code", 1))
 
 
 def _py_type(tp: Any) -> type:
@@ -62,7 +70,7 @@ def _source_options(opts_cls: type) -> list[click.Option]:
 
 
 def _shared_options() -> list[click.Option]:
-    from wai.converters.base import default_workers
+    from wai.run import default_workers
 
     return [
         click.Option(["--input", "-i", "input_root"], required=True, type=click.Path(path_type=Path),
@@ -110,7 +118,8 @@ def _make_source_command(name: str) -> click.Command:
         return missing
 
     def callback(**kw: Any) -> None:
-        from wai.converters.base import RunOptions, format_counts, run_conversion
+        from wai.format.framestats import format_counts
+        from wai.run import RunOptions, run_conversion
 
         logging.basicConfig(level=logging.WARNING - 10 * kw.pop("verbose"), format="%(levelname)s %(message)s")
         quiet = kw.pop("quiet")
@@ -123,7 +132,9 @@ def _make_source_command(name: str) -> click.Command:
         except WaiError as e:
             _fail(e)
         if run.dry_run:
-            click.echo(f"{len(result.planned)} scene(s) would be converted:")
+            skipped = result.skipped
+            done_already = f" ({len(skipped)} already complete or known empty, skipped by --resume)" if skipped else ""
+            click.echo(f"{len(result.planned)} scene(s) would be converted{done_already}:")
             for n in result.planned:
                 click.echo(f"  {n}")
             return
@@ -145,6 +156,13 @@ def _make_source_command(name: str) -> click.Command:
             click.echo(f"  FAILED {r.name}: {(r.error or '').splitlines()[0]}", err=True)
         if result.failed:
             click.echo(f"  tracebacks: {output}/<scene>/_process_log.json; rerun to retry failed scenes", err=True)
+            sys.exit(1)
+        n_complete = (result.manifest or {}).get("counts", {}).get("scenes_complete", 0)
+        if not n_complete:
+            # The same rule as wai-validate's `no_scenes`: a dataset without one scene is an error, so that
+            # `wai-convert ... && wai-validate ...` agree (docs/validation.md).
+            click.echo(f"  error: {output} holds no scene with frames (every frame was dropped); see the drop "
+                       "reasons above and adjust the options (e.g. depth range, filters)", err=True)
             sys.exit(1)
 
     params = _shared_options() + _source_options(conv_cls.Options)

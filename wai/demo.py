@@ -10,8 +10,8 @@ from pathlib import Path
 import click
 
 from wai.converters import REGISTRY, get_converter
-from wai.converters.base import RunOptions, run_conversion
 from wai.errors import MissingDependencyError, WaiError
+from wai.run import RunOptions, run_conversion
 from wai.synthetic import FAKES, get_fake
 
 

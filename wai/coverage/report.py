@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 
-from wai.coverage.stats import format_counts
 from wai.coverage.tables import (
     CoverageTable,
     categorical_counts,
@@ -38,6 +37,7 @@ from wai.coverage.tables import (
     split_counts,
 )
 from wai.errors import SchemaError, WaiError, import_optional
+from wai.format.framestats import format_counts
 
 #: Scenes listed per dataset in "worst scenes".
 N_WORST = 10

@@ -1,8 +1,10 @@
 """Atomic file writes: a temporary name in the same directory, fsync-free rename onto the final name.
 
-A process killed mid-write leaves only a ``.tmp-*`` file, never a truncated file under a final name;
-``clean_temporaries`` removes such leftovers. ``locked`` serialises a read-modify-write of one file
-between processes (an advisory lock on a sibling ``<name>.lock`` file).
+A process killed mid-write leaves only a ``.tmp-wai-*`` file, never a truncated file under a final name.
+Temporary files are created with ``O_EXCL`` (``mkstemp``), so a planted symlink is never followed; a
+leftover is removed only where the library owns the folder (a scene folder being redone, ``_meta``).
+``locked`` serialises a read-modify-write of one file between processes (an advisory lock on a sibling
+``<name>.lock`` file).
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ try:
 except ImportError:  # not POSIX (Windows): `locked` degrades to no lock
     fcntl = None  # type: ignore[assignment]
 
-TMP_PREFIX = ".tmp-"
+#: Prefix of every temporary file this library writes (unique per write: mkstemp adds random characters).
+TMP_PREFIX = ".tmp-wai-"
 LOCK_SUFFIX = ".lock"
 # mkstemp creates 0600 files; final files get the usual 0666 & ~umask like any open(..., "w") would.
 _UMASK = os.umask(0)
@@ -80,16 +83,6 @@ def copy_file(src: str | Path, dst: str | Path) -> Path:
     return write_bytes(dst, Path(src).read_bytes())
 
 
-def clean_temporaries(root: str | Path) -> int:
-    """Remove leftover temporary files under ``root``; returns how many were removed."""
-    n = 0
-    for p in Path(root).rglob(TMP_PREFIX + "*"):
-        if p.is_file():
-            p.unlink()
-            n += 1
-    return n
-
-
 def read_json_object(path: str | Path) -> dict[str, Any]:
     """A JSON object file as a dict; {} when it is missing, unreadable or not a JSON object (state files that
     a later write replaces whole, so a bad one is treated as absent)."""
@@ -120,7 +113,15 @@ def locked(path: str | Path) -> Iterator[Path]:
     if fcntl is None:
         yield lp
         return
-    fd = os.open(lp, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    # O_NOFOLLOW: a symlink planted as the lock file is refused (ELOOP), never followed to create its target.
+    try:
+        fd = os.open(lp, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), FILE_MODE)
+    except OSError as e:
+        if lp.is_symlink():
+            from wai.errors import PathEscapeError
+
+            raise PathEscapeError(f"{lp} is a symlink; wai never writes through one (remove the link)") from e
+        raise
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield lp

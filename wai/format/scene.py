@@ -12,8 +12,10 @@ names, ``<name>_fname`` keys) and cache parsed metadata per process, keyed by fi
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import socket
 import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -24,8 +26,7 @@ from typing import Any
 import numpy as np
 
 from wai import FORMAT_VERSION, WAI_VERSION
-from wai.coverage.stats import depth_stats, empty_row, label_ratios
-from wai.errors import SceneNotFoundError, SchemaError
+from wai.errors import NotOursError, SceneNotFoundError, SchemaError
 from wai.format import atomic, codecs
 from wai.format.cameras import Camera
 from wai.format.conventions import (
@@ -35,6 +36,7 @@ from wai.format.conventions import (
     SCALE_TYPES,
     is_proper_rotation,
 )
+from wai.format.framestats import depth_stats, empty_row, label_ratios
 from wai.format.paths import read_json, resolve_inside
 from wai.format.schema import NAME_PATTERN, Frame, ModalitySpec, SceneMeta
 
@@ -57,17 +59,64 @@ def _now() -> str:
 
 # --- process state -----------------------------------------------------------------------------
 
+#: Key of ``_process_log.json`` that marks a scene folder as created by this library. Only such a folder
+#: (or an empty one) is ever removed or redone; anything else at a scene's path is left untouched.
+OWNER_KEY = "created_by"
+OWNER = "wai"
+
 
 def get_process_log(scene_dir: str | Path) -> dict[str, Any]:
     """The scene's ``_process_log.json`` ({} when missing or unreadable)."""
     return atomic.read_json_object(Path(scene_dir) / PROCESS_LOG)
 
 
-def set_process_state(scene_dir: str | Path, state: str, message: str = "", stage: str = STAGE) -> None:
-    """Record ``state`` (running / finished / failed) of ``stage`` with a message and a timestamp."""
+def set_process_state(scene_dir: str | Path, state: str, message: str = "", stage: str = STAGE,
+                      summary: dict[str, Any] | None = None) -> None:
+    """Record ``state`` (running / finished / failed) of ``stage`` with a message, a timestamp and, when
+    given, the scene's summary (kept with the scene so a rebuilt manifest loses nothing)."""
     log = get_process_log(scene_dir)
     log[stage] = {"state": state, "message": message, "date": _now()}
+    if summary:
+        log[stage]["summary"] = summary
     atomic.write_json(Path(scene_dir) / PROCESS_LOG, log)
+
+
+def is_ours(scene_dir: str | Path) -> bool:
+    """True when ``scene_dir`` is a real folder (not a symlink) that this library created (its marker)."""
+    d = Path(scene_dir)
+    if d.is_symlink() or not d.is_dir():
+        return False
+    entry = get_process_log(d).get(OWNER_KEY)
+    return isinstance(entry, dict) and entry.get("library") == OWNER
+
+
+def claim_scene_dir(scene_dir: Path, dataset: str, redo: bool) -> None:
+    """Create ``scene_dir`` for writing, marked as ours; or empty it when it is ours and ``redo`` is set.
+
+    Raises ``NotOursError`` (and deletes nothing) when something else is at that path: a symlink, a file, or a
+    folder without this library's marker (raw data, the user's files, another tool's output). An empty folder
+    is taken over (nothing can be lost). Raises ``FileExistsError`` for a folder of ours when not ``redo``.
+    """
+    if scene_dir.is_symlink() or (scene_dir.exists() and not scene_dir.is_dir()):
+        raise NotOursError(f"{scene_dir} is a symlink or a file, not a folder wai created; nothing was changed. "
+                           "Move it away, or convert into another --output")
+    if scene_dir.is_dir():
+        if any(scene_dir.iterdir()):
+            if not is_ours(scene_dir):
+                raise NotOursError(
+                    f"{scene_dir} exists and was not created by wai (its {PROCESS_LOG} lacks the "
+                    f"'{OWNER_KEY}' marker); nothing was deleted. If it is raw data, --output points into the "
+                    "raw tree: choose a separate output folder; otherwise move it away")
+            if not redo:
+                raise FileExistsError(f"{scene_dir} is already converted; pass overwrite=True to redo it")
+            # Ours (marker checked above, not a symlink): rmtree does not follow symlinks inside it.
+            shutil.rmtree(scene_dir)
+            scene_dir.mkdir()
+    else:
+        scene_dir.mkdir(parents=True)
+    log = {OWNER_KEY: {"library": OWNER, "dataset": dataset, "scene": scene_dir.name, "pid": os.getpid(),
+                       "host": socket.gethostname(), "date": _now()}}
+    atomic.write_json(scene_dir / PROCESS_LOG, log)
 
 
 def scene_state(scene_dir: str | Path, stage: str = STAGE) -> str | None:
@@ -113,8 +162,9 @@ class SceneWriter:
     On success the scene's ``coverage.json``, then ``scene_meta.json``, then the ``finished`` state are
     written; on an exception the state becomes ``failed`` with the traceback and the exception propagates.
     After ``discard()`` a clean exit removes the scene directory instead (nothing of the scene is left).
-    An existing scene directory is removed first when ``overwrite`` is true or when it is incomplete; a
-    complete one raises ``FileExistsError`` (the converter base class decides what to skip).
+    An existing scene directory is redone only when this library created it (``claim_scene_dir``): when
+    ``overwrite`` is true or it is incomplete; a complete one raises ``FileExistsError``. Anything else at
+    the scene's path raises ``NotOursError`` and is left untouched.
     """
 
     def __init__(
@@ -153,16 +203,16 @@ class SceneWriter:
         self._s = _State()
         self._open = False
         self._discard = False
+        #: Small JSON-able summary of the scene (e.g. sampling counts), stored in ``_process_log.json``.
+        self.summary: dict[str, Any] = {}
         #: Called after every written or dropped frame (progress bars).
         self.on_frame: Callable[[], None] | None = None
 
     # -- lifecycle --
     def __enter__(self) -> SceneWriter:
-        if self.dir.exists():
-            if is_complete(self.dir) and not self.overwrite:
-                raise FileExistsError(f"{self.dir} is already converted; pass overwrite=True to redo it")
-            shutil.rmtree(self.dir)
-        self.dir.mkdir(parents=True)
+        # An incomplete scene of ours is redone; a complete one only with `overwrite`; anything not ours
+        # (raw data, user files, symlinks) makes this scene fail and is never touched.
+        claim_scene_dir(self.dir, self.dataset_name, redo=self.overwrite or not is_complete(self.dir))
         set_process_state(self.dir, RUNNING)
         self._open = True
         return self
@@ -174,6 +224,7 @@ class SceneWriter:
             set_process_state(self.dir, FAILED, msg)
             return False
         if self._discard:
+            # The folder is ours: claim_scene_dir created (or emptied) it in __enter__.
             shutil.rmtree(self.dir)
             return False
         try:
@@ -350,7 +401,7 @@ class SceneWriter:
         )
         atomic.write_json(self.dir / COVERAGE_JSON, {"scene": self.scene_name, "frames": self._s.coverage})
         atomic.write_json(self.dir / SCENE_META, meta.to_dict())
-        set_process_state(self.dir, FINISHED, f"{len(self._s.frames)} frames written")
+        set_process_state(self.dir, FINISHED, f"{len(self._s.frames)} frames written", summary=self.summary)
 
 
 def update_scene_modalities(scene_dir: str | Path, entries: dict[str, Any]) -> None:

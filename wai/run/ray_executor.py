@@ -2,6 +2,7 @@
 
 Same scene-as-unit semantics as the process pool: each scene is one task running ``convert_one`` (which
 isolates failures and records tracebacks); resume, manifest and progress stay in ``run_conversion``.
+Progress is per scene here (Ray tasks do not stream frame counts).
 """
 
 from __future__ import annotations
@@ -14,19 +15,19 @@ from wai.errors import import_optional
 from wai.format.scene import FAILED
 
 if TYPE_CHECKING:
-    from wai.converters.base import Converter, RunOptions, SceneRef, SceneResult
+    from wai.converters.base import Converter, SceneRef
+    from wai.run.types import RunOptions, SceneResult
 
 #: Per-task resource hints: one CPU, and memory headroom for one scene's frames (bytes).
 TASK_RESOURCES = {"num_cpus": 1, "memory": 1 << 30}
 
 
-def run_ray(
-    converter: Converter, todo: list[SceneRef], output: Path, opts: RunOptions, overwrite: bool
-) -> Iterator[SceneResult]:
+def run_ray(converter: Converter, todo: list[SceneRef], output: Path, opts: RunOptions) -> Iterator[SceneResult]:
     """Run scenes as Ray tasks; connects to ``opts.ray_address`` or starts a local Ray with ``opts.workers`` CPUs."""
     ray = import_optional("ray", "ray")
-    from wai.converters import class_path
-    from wai.converters.base import SceneResult, _worker
+    from wai.run.orchestrate import make_job
+    from wai.run.scene import run_job
+    from wai.run.types import SceneResult
 
     started = False
     if not ray.is_initialized():
@@ -38,13 +39,8 @@ def run_ray(
                      configure_logging=False, object_store_memory=256 << 20)
         started = True
     try:
-        task = ray.remote(max_retries=0, **TASK_RESOURCES)(_worker)
-        cls_path = class_path(type(converter))
-        refs = {
-            task.remote((cls_path, converter.root, converter.options, s, output, opts.depth_precision, overwrite,
-                         opts.malloc_tuning)): s
-            for s in todo
-        }
+        task = ray.remote(max_retries=0, **TASK_RESOURCES)(run_job)
+        refs = {task.remote(make_job(converter, s, output, opts)): s for s in todo}
         pending = list(refs)
         while pending:
             done, pending = ray.wait(pending, num_returns=1)

@@ -1,4 +1,4 @@
-"""Per-frame coverage statistics, computed from the arrays as they are written (no second pass).
+"""Per-frame coverage statistics (in `wai.format` because the scene writer computes them as it writes).
 
 Columns (contract): ``dataset, scene, frame, width, height, valid_depth_ratio, depth_min, depth_p50,
 depth_max`` and, where the source has them, ``n_points_projected, semantic_ratios, building_ratio,
@@ -35,7 +35,7 @@ def _half_order_stats(d: np.ndarray, n: int) -> np.ndarray:
     One 2^16-bin histogram of the float16 bit patterns (OpenCV's F16C conversion) replaces a partition of
     ~10^5+ values (~3x faster on a dense 1408x376 map).
     """
-    from wai.format.codecs import cv2  # here: wai.format imports this module
+    from wai.format.codecs import cv2  # here: keeps this module importable without cv2 until needed
 
     if hasattr(cv2, "convertFp16"):
         bits = cv2.convertFp16(np.ascontiguousarray(d))  # int16 bit patterns, round to nearest even
@@ -89,7 +89,7 @@ def depth_stats(depth: np.ndarray | None, precision: str = "float32") -> dict[st
 
 def label_ratios(labels: np.ndarray, table: dict[str, str] | None) -> dict[str, float]:
     """Pixel fraction per class name (ids not in ``table`` are reported as ``id_<n>``); zero classes omitted."""
-    from wai.format.codecs import cv2  # here: wai.format imports this module
+    from wai.format.codecs import cv2  # here: keeps this module importable without cv2 until needed
 
     lab = np.asarray(labels)
     if lab.dtype == np.uint8:  # a 256-bin histogram is ~10x faster than bincount's int64 cast
