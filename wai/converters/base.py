@@ -68,6 +68,8 @@ class Converter(ABC):
     camera_model: ClassVar[str] = PINHOLE
     scale_type: ClassVar[str] = "metric"
     image_ext: ClassVar[str] = ".jpg"
+    #: What the raw root must contain (one or two lines), quoted when no scene is found under ``--input``.
+    layout_hint: ClassVar[str] = ""
 
     def __init__(self, input_root: str | Path, options: ConverterOptions | None = None) -> None:
         self.root = Path(input_root)

@@ -21,10 +21,9 @@ from wai.converters.base import Converter, SceneRef
 from wai.errors import UsageError
 from wai.format import atomic
 from wai.format.scene import COVERAGE_JSON, EMPTY, FAILED, FINISHED, get_process_log, is_complete
+from wai.run.guards import META_DIR
 from wai.run.scene import count as _count
 from wai.run.types import SKIPPED, RunOptions, SceneResult
-
-from wai.run.guards import META_DIR  # noqa: E402 - one definition of the folder name
 
 MANIFEST = "manifest.json"
 COVERAGE_PARQUET = "coverage.parquet"
@@ -138,6 +137,9 @@ def write_dataset_outputs(
     n_sel = sum(1 for r in rows if r.get("selected", True))
     manifest = {
         "converter": converter.name,
+        # what the report and the loader need to label the data right without opening a scene
+        "scale_type": converter.scale_type,
+        "camera_model": converter.camera_model,
         "wai_version": __version__,
         "options": converter.options.to_dict(),
         "run_options": {k: v for k, v in asdict(opts).items() if k != "progress"},

@@ -62,6 +62,36 @@ def select_scenes(scenes: list[SceneRef], opts: RunOptions) -> list[SceneRef]:
 
 
 
+#: How many sub-folders of --input are tried when looking for the real root next to a wrong one.
+MAX_NEARBY = 40
+
+
+def _has_scenes(cls: type[Converter], root: Path, options: Any) -> bool:
+    try:
+        return next(iter(cls(root, options).iter_scenes()), None) is not None
+    except (WaiError, OSError, ValueError):
+        return False
+
+
+def no_scenes_message(converter: Converter) -> str:
+    """What was searched for under ``--input`` and, when the parent or a sub-folder holds the expected
+    layout, which ``--input`` to use instead (independent of docs/ being installed)."""
+    root = converter.root
+    msg = f"{root}: no {converter.name} scenes found"
+    if converter.layout_hint:
+        msg += f"; expected {converter.layout_hint}"
+    cls = type(converter)
+    candidates = [root.parent, root.parent.parent]
+    try:
+        candidates += sorted(p for p in root.iterdir() if p.is_dir())[:MAX_NEARBY]
+    except OSError:
+        pass
+    for cand in candidates:
+        if cand != root and cand.is_dir() and _has_scenes(cls, cand, converter.options):
+            return msg + f". {cand} has that layout: did you mean --input {cand}?"
+    return msg + f" (`wai-convert {converter.name} --help` describes the options)"
+
+
 def check_raw(converter: Converter, scenes: list[SceneRef]) -> list[str]:
     """Every raw-layout problem of the selected scenes (empty when the layout is complete), each once."""
     problems: list[str] = []
@@ -101,8 +131,7 @@ def run_conversion(
     check_no_overlap(converter.root, output)
     all_scenes = list(converter.iter_scenes())
     if not all_scenes:
-        raise SourceLayoutError(f"{converter.root}: no {converter.name} scenes found; see docs/sources/"
-                                f"{converter.name}.md for the expected layout")
+        raise SourceLayoutError(no_scenes_message(converter))
     names = [s.name for s in all_scenes]
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
