@@ -33,9 +33,11 @@ from typing import Any
 import numpy as np
 
 from wai.errors import SceneNotFoundError, SchemaError, WaiError
+from wai.format import atomic
 from wai.format.cameras import Camera
 from wai.format.codecs import cv2
 from wai.format.conventions import PINHOLE
+from wai.format.paths import resolve_inside
 from wai.format.scene import (
     FAILED,
     FINISHED,
@@ -93,7 +95,7 @@ class _Frames:
         self.n, self.w, self.h = n, w, h
         self._tmp: str | None = None
         if n * w * h * 4 > max_ram_bytes:
-            fd, self._tmp = tempfile.mkstemp(prefix=".tmp-covis-depth-", suffix=".npy", dir=tmp_dir)
+            fd, self._tmp = tempfile.mkstemp(prefix=atomic.TMP_PREFIX + "covis-depth-", suffix=".npy", dir=tmp_dir)
             os.close(fd)
             self.depth = np.lib.format.open_memmap(self._tmp, mode="w+", dtype=np.float32, shape=(n, h, w))
         else:
@@ -240,16 +242,33 @@ def _count(pts: np.ndarray, fr: _Frames, j_idx: np.ndarray, cam: Camera, tol_con
     return acc.reshape(g, p).sum(axis=1).astype(np.float64)
 
 
+def _inside(scene: Scene, rel: str, entry: str) -> Path:
+    """``rel`` (relative to the scene) resolved, refusing anything that leaves the dataset root (``PathEscapeError``).
+
+    The dataset root is the scene's parent, so a symlinked scene folder or ``covisibility/v0`` that points
+    elsewhere is refused as well as ``../`` and absolute entries.
+    """
+    return resolve_inside(scene.path.parent, f"{scene.path.name}/{rel}", source=scene.path / SCENE_META,
+                          entry=entry, what="covisibility path")
+
+
 def covisibility_path(scene_dir: str | Path) -> Path | None:
-    """The scene's covisibility file: the ``scene_modalities`` entry, else the first ``.npy`` in ``covisibility/v0``."""
+    """The scene's covisibility file: the ``scene_modalities`` entry, else the first ``.npy`` in ``covisibility/v0``.
+
+    Every candidate is resolved inside the dataset root; a ``scene_key`` or a symlink that leaves it raises
+    ``PathEscapeError`` naming ``scene_meta.json`` and the entry.
+    """
     scene = load_scene(scene_dir)
-    entry = scene.meta.get("scene_modalities", {}).get(MODALITY_NAME)
+    mods = scene.meta.get("scene_modalities")
+    entry = mods.get(MODALITY_NAME) if isinstance(mods, dict) else None
     if isinstance(entry, dict):
-        rel = next((v for k, v in entry.items() if k != "format" and isinstance(v, str)), None)
-        if rel is not None and (scene.path / rel).is_file():
-            return scene.path / rel
-    d = scene.path / COVIS_DIR
-    found = sorted(d.glob(f"{COVIS_STEM}--*.npy")) if d.is_dir() else []
+        key = next((k for k, v in entry.items() if k != "format" and isinstance(v, str)), None)
+        if key is not None:
+            path = _inside(scene, entry[key], f"scene_modalities.{MODALITY_NAME}.{key}")
+            if path.is_file():
+                return path
+    d = _inside(scene, COVIS_DIR, COVIS_DIR)
+    found = sorted(p for p in d.glob(f"{COVIS_STEM}--*.npy") if not p.is_symlink()) if d.is_dir() else []
     return found[0] if found else None
 
 
@@ -267,8 +286,13 @@ def write_covisibility(scene_dir: str | Path, overwrite: bool = False, **kwargs:
     existing = covisibility_path(scene.path)
     if not overwrite and existing == final:
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{name}.", dir=final.parent)
+    # Never through a symlink that leaves the dataset: the folder is checked before and after creating it.
+    out_dir = _inside(scene, COVIS_DIR, COVIS_DIR)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = _inside(scene, COVIS_DIR, COVIS_DIR)
+    final = out_dir / name
+    fd, tmp = tempfile.mkstemp(prefix=f"{atomic.TMP_PREFIX}{name}.", dir=out_dir)
+    os.fchmod(fd, atomic.FILE_MODE)  # mkstemp makes 0600; the rest of the output is 0644 (shared clusters)
     os.close(fd)
     set_process_state(scene.path, RUNNING, stage=STAGE)
     t0 = time.perf_counter()
@@ -278,8 +302,9 @@ def write_covisibility(scene_dir: str | Path, overwrite: bool = False, **kwargs:
         mm.flush()
         del mm
         os.replace(tmp, final)
-        for old in final.parent.glob(f"{COVIS_STEM}--*.npy"):  # WAI's loader takes the first .npy it lists
-            if old != final:
+        for old in out_dir.glob(f"{COVIS_STEM}--*.npy"):  # WAI's loader takes the first .npy it lists
+            # our own naming, in a folder checked to be inside the dataset; a symlink is never followed
+            if old != final and (old.is_symlink() or old.is_file()):
                 old.unlink()
         update_scene_modalities(scene.path, {MODALITY_NAME: {"scene_key": rel, "format": "mmap"}})
     except BaseException as e:
@@ -306,17 +331,28 @@ def find_scenes(root: str | Path, scenes: str | None = None) -> list[Path]:
         raise SceneNotFoundError(f"no converted scenes under {root}: no */{SCENE_META} found")
     if scenes:
         names = {s.strip() for s in scenes.split(",")}
-        pat = re.compile(scenes)
-        found = [p for p in found if p.name in names or pat.fullmatch(p.name)]
+        try:
+            pat = re.compile(scenes)
+        except re.error as e:
+            raise WaiError(f"--scenes {scenes!r} is neither scene names nor a valid regex: {e}") from e
+        chosen = [p for p in found if p.name in names or pat.fullmatch(p.name)]
+        if not chosen:
+            listed = ", ".join(p.name for p in found[:20]) + (" ..." if len(found) > 20 else "")
+            raise SceneNotFoundError(f"--scenes {scenes!r} matches no scene under {root}; available: {listed}")
+        found = chosen
     return found
 
 
-def _one(args: tuple[str, bool, dict[str, Any]]) -> tuple[str, str | None]:
-    scene_dir, overwrite, kwargs = args
+def _one(args: tuple[str, str, bool, dict[str, Any]]) -> tuple[str, str | None]:
+    root, scene_dir, overwrite, kwargs = args
     try:
+        # a symlinked scene folder that leaves the dataset root is refused before anything is read
+        resolve_inside(root, Path(scene_dir).name, source=root, entry="scene folder", what="scene folder")
         write_covisibility(scene_dir, overwrite=overwrite, **kwargs)
     except WaiError as e:
         return scene_dir, f"{type(e).__name__}: {e}"
+    except Exception as e:  # noqa: BLE001 - one malformed scene must not abort the others; recorded with its type
+        return scene_dir, f"{type(e).__name__}: {e} (unexpected; please report it)"
     return scene_dir, None
 
 
@@ -324,14 +360,38 @@ def run_covisibility(root: str | Path, scenes: str | None = None, workers: int =
                      **kwargs: Any) -> dict[str, str | None]:
     """``write_covisibility`` for every scene under ``root`` (a failing scene never stops the run).
 
-    Returns scene directory -> error message (None on success).
+    Holds the dataset root's writer lock (``wai.run.OutputLock``) for the whole run: a conversion or a
+    second covisibility run into the same root fails at once. Returns scene directory -> error message
+    (None on success).
     """
-    dirs = [str(p) for p in find_scenes(root, scenes)]
-    jobs = [(d, overwrite, kwargs) for d in dirs]
-    if workers <= 1 or len(dirs) <= 1:
-        return dict(_one(j) for j in jobs)
-    with ProcessPoolExecutor(max_workers=workers) as ex:
-        return dict(ex.map(_one, jobs))
+    from concurrent.futures.process import BrokenProcessPool
+
+    from wai.run.guards import OutputLock
+
+    found = find_scenes(root, scenes)
+    root = Path(root)
+    dataset_root = root if found != [root] else root.parent  # one scene given: lock its dataset
+    if workers < 1:
+        raise WaiError(f"--workers {workers}: expected at least 1")
+    jobs = [(str(dataset_root), str(p), overwrite, kwargs) for p in found]
+    with OutputLock(dataset_root, purpose="wai-convert covisibility"):
+        if workers <= 1 or len(jobs) <= 1:
+            return dict(_one(j) for j in jobs)
+        out: dict[str, str | None] = {}
+        with ProcessPoolExecutor(max_workers=workers) as ex:
+            futures = {ex.submit(_one, j): j[1] for j in jobs}
+            for fut, scene_dir in futures.items():
+                try:
+                    out.update([fut.result()])
+                except BrokenProcessPool as e:  # a worker died (OOM?): its scenes fail, the rest are reported
+                    out[scene_dir] = f"worker died ({e}); rerun for this scene"
+        return out
+
+
+def _default_workers() -> int:
+    from wai.run.types import default_workers
+
+    return default_workers()
 
 
 def click_command() -> Any:
@@ -344,14 +404,19 @@ def click_command() -> Any:
     @click.option("--target-size", type=int, default=224, show_default=True,
                   help="long side (pixels) of the reduced resolution")
     @click.option("--scenes", default=None, help="comma-separated scene names, or a regex matched in full")
-    @click.option("--workers", "-j", type=int, default=1, show_default=True, help="worker processes (one scene each)")
+    @click.option("--workers", "-j", type=int, default=_default_workers(), show_default=True,
+                  help="worker processes (one scene each; default: the cores this process may use)")
     @click.option("--overwrite", is_flag=True, help="recompute scenes that already have a matrix of the right size")
     @click.option("--depth-modality", default="depth|rendered_depth", show_default=True,
                   help="frame modality (or regex) holding the depth")
-    @click.option("--abs-thres", type=float, default=DEFAULT_ABS_THRES, show_default=True)
-    @click.option("--rel-thres", type=float, default=DEFAULT_REL_THRES, show_default=True)
-    @click.option("--temp", type=float, default=DEFAULT_TEMP, show_default=True)
-    @click.option("--denominator", type=click.Choice(["full", "valid"]), default="full", show_default=True)
+    @click.option("--abs-thres", type=float, default=DEFAULT_ABS_THRES, show_default=True,
+                  help="absolute depth tolerance (scene depth units, metres for metric data)")
+    @click.option("--rel-thres", type=float, default=DEFAULT_REL_THRES, show_default=True,
+                  help="relative depth tolerance (fraction of the expected depth)")
+    @click.option("--temp", type=float, default=DEFAULT_TEMP, show_default=True,
+                  help="soft-threshold temperature; adds -ln(0.5)*temp to the tolerance (WAI)")
+    @click.option("--denominator", type=click.Choice(["full", "valid"]), default="full", show_default=True,
+                  help="divide accepted points by all pixels (WAI) or by the target's valid pixels")
     def covisibility(out: Path, target_size: int, scenes: str | None, workers: int, overwrite: bool,
                      depth_modality: str, abs_thres: float, rel_thres: float, temp: float, denominator: str) -> None:
         kwargs = dict(target_size=target_size, depth_modality=depth_modality, abs_thres=abs_thres,
@@ -359,7 +424,9 @@ def click_command() -> Any:
         try:
             results = run_covisibility(out, scenes, workers=workers, overwrite=overwrite, **kwargs)
         except WaiError as e:
-            raise click.ClickException(f"{type(e).__name__}: {e}") from e
+            err = click.ClickException(f"{type(e).__name__}: {e}")
+            err.exit_code = getattr(e, "exit_code", 1)
+            raise err from e
         failed = {k: v for k, v in results.items() if v}
         click.echo(f"covisibility: {len(results) - len(failed)} scene(s) done, {len(failed)} failed -> {out}")
         for k, v in failed.items():
