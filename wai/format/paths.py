@@ -72,13 +72,14 @@ def is_inside(path: Path, root: Path) -> bool:
 
 
 def resolve_inside(root: str | Path, rel: str | os.PathLike[str], *, source: str | Path | None = None,
-                   entry: str | None = None, what: str = "path") -> Path:
+                   entry: str | None = None, what: str = "path", under: str | None = None) -> Path:
     """Resolve ``rel`` (a path read from data) against ``root``; refuse anything that leaves ``root``.
 
     Absolute paths, ``..`` components and symlinks (anywhere on the way, the last component included)
     whose target is outside ``root`` raise ``PathEscapeError`` naming ``source`` (the file the path was
-    read from) and ``entry`` (its key or line). Symlinks that stay inside ``root`` are allowed. Returns the
-    resolved path (it need not exist).
+    read from) and ``entry`` (its key or line). Symlinks that stay inside ``root`` are allowed. ``under``: a
+    folder name inside ``root`` that ``rel`` is relative to (e.g. the scene folder, with ``root`` the dataset,
+    so that a symlinked scene folder is caught too). Returns the resolved path (it need not exist).
     """
     where = f"{source}" if source is not None else str(root)
     if entry:
@@ -94,6 +95,8 @@ def resolve_inside(root: str | Path, rel: str | os.PathLike[str], *, source: str
         raise PathEscapeError(f"{where}: {what} {text!r} leaves {root}: paths read from data must be relative, "
                               "without '..'")
     real_root = Path(root).resolve()
+    if under is not None:
+        rp = Path(under) / rp
     try:
         target = (real_root / rp).resolve()
     except (OSError, RuntimeError) as e:  # symlink loop

@@ -510,7 +510,7 @@ def frame_file(sc: Scene, fr: dict[str, Any], key: str, idx: int | None = None) 
     if not isinstance(rel, str):
         raise SchemaError(f"{sc.path / SCENE_META} [{where}]: expected a relative path string, got {rel!r}")
     # Resolved against the dataset root (the scene's parent) so that a symlinked scene folder is caught too.
-    return resolve_inside(sc.path.parent, f"{sc.path.name}/{rel}", source=sc.path / SCENE_META, entry=where,
+    return resolve_inside(sc.path.parent, rel, under=sc.path.name, source=sc.path / SCENE_META, entry=where,
                           what="frame path")
 
 

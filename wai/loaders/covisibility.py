@@ -248,7 +248,7 @@ def _inside(scene: Scene, rel: str, entry: str) -> Path:
     The dataset root is the scene's parent, so a symlinked scene folder or ``covisibility/v0`` that points
     elsewhere is refused as well as ``../`` and absolute entries.
     """
-    return resolve_inside(scene.path.parent, f"{scene.path.name}/{rel}", source=scene.path / SCENE_META,
+    return resolve_inside(scene.path.parent, rel, under=scene.path.name, source=scene.path / SCENE_META,
                           entry=entry, what="covisibility path")
 
 
