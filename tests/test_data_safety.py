@@ -457,3 +457,23 @@ def test_nothing_is_written_outside_the_output(raw: Path, tmp_path: Path) -> Non
     assert run_conversion(SyntheticConverter(raw), out, _quiet(workers=2)).ok
     assert sorted(p.name for p in (tmp_path / "work").iterdir()) == ["neighbour.txt", "out"]
     assert tree_digest(raw) == before_raw
+
+
+def test_disk_full_names_the_file_and_the_fix(raw: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from wai.errors import OutputWriteError
+
+    real_replace = os.replace
+
+    def full(src: str, dst: str) -> None:
+        if str(dst).endswith((".exr", "manifest.json")):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", full)
+    with pytest.raises(OutputWriteError, match=r"cannot write .*manifest.json: No space left.*free space"):
+        run_conversion(SyntheticConverter(raw), tmp_path / "out", _quiet(scenes="scene_000"))
+    log = json.loads((tmp_path / "out" / "scene_000" / PROCESS_LOG).read_text())["conversion"]
+    assert log["state"] == "failed" and "cannot write" in log["message"] and ".exr" in log["message"]
+    assert not list((tmp_path / "out").rglob(atomic.TMP_PREFIX + "*"))  # no temporary left behind

@@ -63,6 +63,10 @@ class OutputLockedError(WaiError, RuntimeError):
     """Another run holds the output root's lock (one writer per output root)."""
 
 
+class OutputWriteError(WaiError, OSError):
+    """Writing into the output failed (disk full, permissions, read-only filesystem); names the file."""
+
+
 class NotOursError(WaiError, FileExistsError):
     """Something at a path the library would write was not created by it; it is left untouched."""
 

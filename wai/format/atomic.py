@@ -9,6 +9,7 @@ leftover is removed only where the library owns the folder (a scene folder being
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -36,17 +37,31 @@ FILE_MODE = 0o666 & ~_UMASK
 def write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (parent directories are created)."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + p.name + ".", dir=p.parent)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + p.name + ".", dir=p.parent)
+    except OSError as e:
+        raise _write_error(p, e) from e
     try:
         os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        Path(tmp).unlink(missing_ok=True)  # our own temporary (unique name from mkstemp)
+        if isinstance(e, OSError):
+            raise _write_error(p, e) from e
         raise
     return p
+
+
+def _write_error(path: Path, e: OSError) -> OSError:
+    """An ``OutputWriteError`` naming the file, with the usual fix for a full disk."""
+    from wai.errors import OutputWriteError
+
+    hint = "; free space on that filesystem (or choose another --output) and rerun: finished scenes are kept" \
+        if e.errno == errno.ENOSPC else ""
+    return OutputWriteError(e.errno, f"cannot write {path}: {e.strerror or e}{hint}")
 
 
 def _json_default(o: Any) -> Any:
