@@ -29,6 +29,7 @@ MAX_LISTED = 20
 #: Extra ``wai-convert`` subcommands that are not sources: name -> "module:function" returning a click command.
 EXTRA_COMMANDS: dict[str, str] = {
     "covisibility": "wai.loaders.covisibility:click_command",
+    "frame-tables": "wai.format.frametable:click_command",
 }
 
 
@@ -189,7 +190,8 @@ class _ConvertGroup(click.Group):
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         # Listing must not import converter modules (fast --help, missing extras stay listed).
         rows = [(n, e.summary + (f"  [extra: wai[{e.extra}]]" if e.extra else "")) for n, e in sorted(REGISTRY.items())]
-        rows += [("covisibility", "compute pairwise covisibility of converted scenes")]
+        rows += [("covisibility", "compute pairwise covisibility of converted scenes"),
+                 ("frame-tables", "build or refresh the memory-mapped frame tables the loader shares across workers")]
         with formatter.section("Sources and commands"):
             formatter.write_dl(rows)
 

@@ -11,7 +11,6 @@ names, ``<name>_fname`` keys) and cache parsed metadata per process, keyed by fi
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -37,6 +36,7 @@ from wai.format.conventions import (
     is_proper_rotation,
 )
 from wai.format.framestats import depth_stats, empty_row, label_ratios
+from wai.format.frametable import FRAME_TABLE, write_frame_table
 from wai.format.paths import read_json, resolve_inside
 from wai.format.schema import NAME_PATTERN, Frame, ModalitySpec, SceneMeta
 
@@ -400,7 +400,9 @@ class SceneWriter:
             source=self.source, filters=self.filters, label_tables=self.label_tables,
         )
         atomic.write_json(self.dir / COVERAGE_JSON, {"scene": self.scene_name, "frames": self._s.coverage})
-        atomic.write_json(self.dir / SCENE_META, meta.to_dict())
+        meta_dict = meta.to_dict()
+        atomic.write_json(self.dir / SCENE_META, meta_dict)
+        write_frame_table(self.dir, meta_dict)  # derived from scene_meta.json, after it (its fingerprint)
         set_process_state(self.dir, FINISHED, f"{len(self._s.frames)} frames written", summary=self.summary)
 
 
@@ -414,10 +416,14 @@ def update_scene_modalities(scene_dir: str | Path, entries: dict[str, Any]) -> N
     if not p.is_file():
         raise SceneNotFoundError(f"no scene at {scene_dir}: {p} is missing (is the scene converted?)")
     with atomic.locked(p):
-        meta = json.loads(p.read_text())
+        meta = read_json(p, what="scene_meta.json")
+        if not isinstance(meta, dict):
+            raise SchemaError(f"{p}: expected a JSON object")
         meta.setdefault("scene_modalities", {}).update(entries)
         meta["last_modified"] = _now()
         atomic.write_json(p, meta)
+        if (p.parent / FRAME_TABLE).is_file():  # keep the derived table fresh
+            write_frame_table(p.parent, meta)
     _CACHE.pop(str(p), None)
 
 
@@ -454,23 +460,76 @@ class Scene:
         return np.asarray(self.frame(key)["transform_matrix"], dtype=np.float64)
 
 
-_CACHE: dict[str, tuple[float, Scene]] = {}
+#: Parsed scene metadata costs about 2.4x its JSON size in Python objects; charged at 3x to stay under budget.
+PARSED_BYTES_PER_JSON_BYTE = 3
+#: Per-process budget of the parsed-scene cache, MiB (``WAI_SCENE_CACHE_MB``; 0 disables caching).
+DEFAULT_SCENE_CACHE_MB = 256
+
+
+class _SceneCache:
+    """LRU of parsed scenes, bounded by an estimate of their bytes (each DataLoader worker holds one)."""
+
+    def __init__(self) -> None:
+        from collections import OrderedDict
+
+        self._d: OrderedDict[str, tuple[int, int, Scene]] = OrderedDict()
+        self.bytes = 0
+
+    @staticmethod
+    def budget() -> int:
+        raw = os.environ.get("WAI_SCENE_CACHE_MB")
+        try:
+            return int(float(raw) * (1 << 20)) if raw is not None else DEFAULT_SCENE_CACHE_MB << 20
+        except ValueError as e:
+            raise SchemaError(f"WAI_SCENE_CACHE_MB={raw!r}: expected a size in MiB, e.g. 256") from e
+
+    def get(self, key: str, mtime: int) -> Scene | None:
+        hit = self._d.get(key)
+        if hit is None or hit[0] != mtime:
+            return None
+        self._d.move_to_end(key)
+        return hit[2]
+
+    def put(self, key: str, mtime: int, size: int, scene: Scene) -> None:
+        self.pop(key)
+        cost = size * PARSED_BYTES_PER_JSON_BYTE
+        budget = self.budget()
+        if cost > budget:
+            return
+        self._d[key] = (mtime, cost, scene)
+        self.bytes += cost
+        while self.bytes > budget:
+            _, (_, c, _) = self._d.popitem(last=False)
+            self.bytes -= c
+
+    def pop(self, key: str, default: Any = None) -> Any:
+        hit = self._d.pop(key, None)
+        if hit is not None:
+            self.bytes -= hit[1]
+        return default
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+
+_CACHE = _SceneCache()
 
 
 def load_scene(path: str | Path, validate: bool = False) -> Scene:
-    """Parse ``<path>/scene_meta.json`` (cached per process by path and mtime).
+    """Parse ``<path>/scene_meta.json`` (cached per process by path and mtime, LRU within
+    ``WAI_SCENE_CACHE_MB``, default 256 MiB of parsed objects).
 
     With ``validate`` the dict is checked against the schema and a ``SchemaError`` lists every problem.
     """
     p = Path(path)
     meta_path = p / SCENE_META if p.is_dir() or not p.name.endswith(".json") else p
     try:
-        mtime = meta_path.stat().st_mtime_ns
+        st = meta_path.stat()
     except OSError as e:
         raise SceneNotFoundError(f"no scene at {p}: {meta_path} is missing (is the scene converted?)") from e
-    hit = _CACHE.get(str(meta_path))
-    if hit is not None and hit[0] == mtime:
-        return hit[1]
+    hit = _CACHE.get(str(meta_path), st.st_mtime_ns)
+    if hit is not None:
+        return hit
     meta = read_json(meta_path, what="scene_meta.json")
     if validate:
         SceneMeta.from_dict(meta, str(meta_path))
@@ -478,7 +537,7 @@ def load_scene(path: str | Path, validate: bool = False) -> Scene:
         raise SchemaError(f"{meta_path}: expected an object with a `frames` list")
     names = {str(f.get("frame_name")): i for i, f in enumerate(meta["frames"])}
     scene = Scene(meta_path.parent, meta, names)
-    _CACHE[str(meta_path)] = (mtime, scene)
+    _CACHE.put(str(meta_path), st.st_mtime_ns, st.st_size, scene)
     return scene
 
 
