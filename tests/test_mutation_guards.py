@@ -88,10 +88,7 @@ def test_fake_building_ratio_option(mixed_raw: Path) -> None:
 def test_converter_sample_follows_default_weights(mixed_raw: Path, tmp_path: Path) -> None:
     """``--sample 6`` with the default weights 0.5/0.3/0.2 picks 3 rich, 2 mixed, 1 road frames
     (0.5/0.2/0.3 would pick 3/1/2; with --sample 4 both give 2/1/1), and every scene summary says so."""
-    try:  # the run machinery is moving from wai.converters.base to wai.run
-        from wai.run import RunOptions, run_conversion  # type: ignore[attr-defined]
-    except ImportError:
-        from wai.run import RunOptions, run_conversion  # type: ignore[attr-defined,no-redef]
+    from wai.run import RunOptions, run_conversion
 
     conv = Kitti360Converter(mixed_raw, Kitti360Options(cameras="00", sample=6, seed=2, frames_per_scene=100))
     res = run_conversion(conv, tmp_path / "out", RunOptions(progress=False))
