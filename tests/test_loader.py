@@ -19,6 +19,7 @@ from wai.format.scene import load_frame, load_scene  # noqa: E402
 from wai.loaders import LoaderConfigError, ViewBatchSampler, WAIDataset, collate_views  # noqa: E402
 from wai.loaders.covisibility import run_covisibility  # noqa: E402
 from wai.loaders.transforms import crop_resize_plan  # noqa: E402
+from wai.loaders.views import CAMERA_MODEL_IDS  # noqa: E402
 from wai.synthetic.scenes import make_camera, write_scene, write_street_dataset  # noqa: E402
 from wai.synthetic.world import World, look_at  # noqa: E402
 
@@ -61,7 +62,7 @@ def test_pts3d_match_world_surfaces(model, pin_root, cyl_root):
     assert [v["frame_idx"] for v in views] == list(range(n))
     world = _world_for(views[0]["label"])
     for v in views[:3]:
-        assert v["camera_model"] == model
+        assert v["camera_model_id"] == CAMERA_MODEL_IDS[model]
         cam = Camera.from_frame(load_scene(root / v["label"]).frames[v["frame_idx"]], model)
         r = world.render(cam, v["camera_pose"].double().numpy())
         valid = v["valid_mask"].numpy()
@@ -106,7 +107,7 @@ def test_crop_resize_keeps_pts3d(model, pin_root, cyl_root):
             # Same depth sample, ray through a point at most ~1 source pixel away.
             tol = rng * 1.0 / min(cam.fl_x, cam.fl_y) + 1e-4
             assert np.all(err[v_ref] <= tol[v_ref]), float((err - tol)[v_ref].max())
-            assert b["camera_model"] == model
+            assert b["camera_model_id"] == CAMERA_MODEL_IDS[model]
 
 
 def test_views_layout(pin_root):
@@ -115,7 +116,7 @@ def test_views_layout(pin_root):
     assert len(views) == 3
     v = views[0]
     required = {"img", "depthmap", "camera_pose", "camera_intrinsics", "ray_directions_cam", "pts3d", "pts3d_cam",
-                "valid_mask", "non_ambiguous_mask", "is_metric_scale", "dataset", "label", "instance", "camera_model"}
+                "valid_mask", "non_ambiguous_mask", "is_metric_scale", "dataset", "label", "instance", "camera_model_id"}
     assert required <= set(v)
     assert v["img"].shape == (3, 32, 48) and v["img"].dtype == torch.float32
     assert v["img"].min() < 0 < v["img"].max()  # ImageNet-normalised
@@ -132,13 +133,13 @@ def test_views_layout(pin_root):
 
 
 def test_vggt_layout_and_relative_poses(pin_root):
-    kw = dict(num_views=3, resolution=(48, 32), sampling="random", seed=7, samples_per_epoch=4)
+    kw = dict(num_views=3, resolution=(42, 28), sampling="random", seed=7, samples_per_epoch=4, crop="center")
     views = WAIDataset(pin_root, **kw)[2]
     vg = WAIDataset(pin_root, output="vggt", **kw)[2]
-    assert vg["images"].shape == (3, 3, 32, 48) and 0.0 <= vg["images"].min() and vg["images"].max() <= 1.0
-    assert vg["depths"].shape == (3, 32, 48) and vg["point_masks"].shape == (3, 32, 48)
+    assert vg["images"].shape == (3, 3, 28, 42) and 0.0 <= vg["images"].min() and vg["images"].max() <= 1.0
+    assert vg["depths"].shape == (3, 28, 42) and vg["point_masks"].shape == (3, 28, 42)
     assert vg["extrinsics"].shape == (3, 3, 4) and vg["intrinsics"].shape == (3, 3, 3)
-    assert vg["cam_points"].shape == (3, 32, 48, 3) and vg["world_points"].shape == (3, 32, 48, 3)
+    assert vg["cam_points"].shape == (3, 28, 42, 3) and vg["world_points"].shape == (3, 28, 42, 3)
     for s, v in enumerate(views):
         np.testing.assert_allclose(vg["world_points"][s].numpy(), v["pts3d"].numpy(), atol=1e-5)
         E = vg["extrinsics"][s].double().numpy()  # world-to-camera
@@ -194,8 +195,8 @@ def test_sampling_strategies(pin_root):
 
 
 def test_label_weights(pin_root):
-    ds = WAIDataset(pin_root, num_views=2, resolution=(64, 48), sampling="random", output="vggt",
-                    label_weights={"synthetic_street": {"building": 2.0, "road": 0.7, "car": 0.5, "sky": 0.2}})
+    ds = WAIDataset(pin_root, num_views=2, resolution=(64, 48), sampling="random", output="vggt", patch_size=1,
+                    crop="center", label_weights={"synthetic_street": {"building": 2.0, "road": 0.7, "car": 0.5, "sky": 0.2}})
     out = ds[0]
     scene = load_scene(pin_root / out["seq_name"])
     for s, i in enumerate(out["ids"].tolist()):
@@ -217,8 +218,8 @@ def test_mixing_weights_and_multiple_roots(pin_root, cyl_root):
     ds = WAIDataset([(pin_root, 1.0), (cyl_root, 3.0)], num_views=2, resolution=(32, 16), sampling="random",
                     samples_per_epoch=8)
     assert len(ds) == 8 and ds.root_sizes == [2, 6]
-    models = [ds[i][0]["camera_model"] for i in range(8)]
-    assert models == [PINHOLE] * 2 + [CYLINDRICAL] * 6
+    models = [ds[i][0]["camera_model_id"] for i in range(8)]
+    assert models == [CAMERA_MODEL_IDS[PINHOLE]] * 2 + [CAMERA_MODEL_IDS[CYLINDRICAL]] * 6
     default = WAIDataset([pin_root, cyl_root], num_views=2, resolution=(32, 16), sampling="random")
     assert default.root_sizes == [2, 1]  # proportional to the scene counts
 
@@ -242,7 +243,7 @@ def test_sampler_ranks_disjoint_equal_and_reshuffled():
     assert len(set(ids0)) == len(ids0) and not set(ids0) & set(ids1)
     for b in b0 + b1:
         assert len({r for _, r, _ in b}) == 1 and len({v for _, _, v in b}) == 1
-        assert len(b) == 12 // b[0][2]
+        assert len(b) == 12 // ds.num_views_options[b[0][2]]  # (sample, resolution_idx, num_views_idx)
     s0.set_epoch(1)
     s1.set_epoch(1)
     e0, e1 = list(s0), list(s1)
@@ -265,9 +266,9 @@ def test_sampler_with_dataloader_workers(pin_root):
         assert views[0]["is_metric_scale"].dtype == torch.bool and len(views[0]["label"]) == bsz
         seen += bsz
     assert seen == sum(len(b) for b in sampler)
-    vg = WAIDataset(pin_root, num_views=2, resolution=(32, 24), output="vggt", sampling="random")
+    vg = WAIDataset(pin_root, num_views=2, resolution=(42, 28), output="vggt", sampling="random")
     batch = next(iter(torch.utils.data.DataLoader(vg, batch_size=2)))
-    assert batch["images"].shape == (2, 2, 3, 24, 32)
+    assert batch["images"].shape == (2, 2, 3, 28, 42)
 
 
 def test_uncached_metadata_gives_the_same_samples(pin_root):

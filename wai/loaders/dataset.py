@@ -1,31 +1,45 @@
 """``WAIDataset``: a multi-view ``torch.utils.data.Dataset`` over one or several converted dataset roots.
 
-Sample index ``k`` (or MapAnything's tuple ``(k, resolution_idx, num_views)``) picks a root by the mixing
+Sample index ``k`` (or MapAnything's tuple ``(k, aspect_ratio_idx, num_views_idx)``) picks a root by the mixing
 weights, a scene of that root's scene list (``<root>/_meta/<split>/<dataset>_scene_list_<split>.npy``), then
-``num_views`` frames by the sampling strategy, loads them, crops/resizes them to the resolution with exact
-intrinsics and returns the ``views`` or ``vggt`` layout (``wai.loaders.views``). Everything random comes from
+frames by the sampling strategy, loads them, crops/resizes them to the resolution with exact intrinsics and
+returns the ``views`` (MapAnything) or ``vggt`` layout (``wai.loaders.views``). Everything random comes from
 ``numpy.random.default_rng([seed, epoch, k, resolution_idx, num_views])``, so a sample is reproducible.
 
+Data safety: scene-list entries, scene folders, ``scene_meta.json``, the covisibility file and every frame file
+are resolved with ``wai.format.paths.resolve_inside`` against the dataset root (``PathEscapeError`` names the
+file and the entry); ``w``/``h`` are checked as integers in range and against the decoded image before anything
+is sized from them.
+
 Per-worker caching: parsed ``scene_meta.json`` (``load_scene``, keyed by path and mtime), the covisibility
-memmap and the timestamp index of each scene. Caches are dropped when the dataset is pickled to a worker.
+memmap, the timestamp index of each scene and the per-camera ray grids. Caches are dropped when the dataset is
+pickled to a worker.
 """
 
 from __future__ import annotations
 
-import json
+import copy
 import logging
+import math
+import os
+import re
+import stat
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from wai.errors import SceneNotFoundError, SchemaError, import_optional
-from wai.format.scene import SCENE_META, Scene, load_frame, load_scene
-from wai.loaders.covisibility import covisibility_path
+from wai.errors import PathEscapeError, SceneNotFoundError, SchemaError, import_optional
+from wai.format import codecs
+from wai.format.cameras import Camera
+from wai.format.conventions import CYLINDRICAL, PINHOLE
+from wai.format.paths import read_json, resolve_inside
+from wai.format.scene import SCENE_META, Scene, frame_file, load_scene
 from wai.loaders.errors import LoaderConfigError
-from wai.loaders.transforms import crop_resize
-from wai.loaders.views import IMG_NORMS, to_vggt, to_views
+from wai.loaders.transforms import CROPS, crop_resize, pinhole_from_panorama
+from wai.loaders.views import normalize_data_norm_type, to_vggt, to_views
 
 torch = import_optional("torch", "torch")
 
@@ -35,12 +49,32 @@ log = logging.getLogger("wai.loaders")
 SYNTHETIC_DATASETS = frozenset({"synthetic", "synthetic_street", "vkitti2", "opv2v"})
 SAMPLINGS = ("covisibility", "sequential", "cooperative", "random")
 OUTPUTS = ("views", "vggt")
+#: How CYLINDRICAL frames are delivered: as panoramas (rays/points exact; ``views`` layout only), refused, or
+#: as ``pinhole_views`` pinhole views cut from each panorama (exact K, z-depth and pose).
+CYLINDRICAL_MODES = ("native", "refuse", "pinhole")
+GROUP_KEYS = ("camera_model", "dataset")
+#: ViT patch size of VGGT: every ``vggt``-layout resolution must be a multiple of it.
+VGGT_PATCH_SIZE = 14
+#: Largest image side accepted from ``scene_meta.json`` before decoding (checked again against the pixels).
+MAX_IMAGE_SIDE = 1 << 16
+
+#: Named resolution lists (W, H). ``518_many_ar`` is MapAnything's training set of aspect ratios.
+#: ``panorama`` keeps the full 360 degrees of a 2048x576 (3.56:1) panorama: every entry is at least 3.6:1, so
+#: the centre crop removes at most ~1.2 % of the rows and no azimuth (a 4:3 crop keeps only ~135 degrees).
+#: All entries are multiples of 14 (VGGT/DINOv2 patches).
+RESOLUTION_PRESETS: dict[str, list[tuple[int, int]]] = {
+    "518_many_ar": [(518, 518), (518, 392), (518, 336), (518, 294), (518, 252), (518, 168), (392, 518), (336, 518),
+                    (294, 518), (252, 518)],
+    "panorama": [(1008, 280), (756, 210), (518, 140)],
+}
 
 _VEHICLES = ("car", "truck", "bus", "caravan", "trailer", "train", "motorcycle", "bicycle", "vehicle")
 #: Per-class loss weights by preset name (class names as in the scene's ``label_tables``; others weigh 1.0).
 LABEL_WEIGHT_PRESETS: dict[str, dict[str, float]] = {
     "kitti360": {"building": 2.0, "window": 2.0, "road": 0.7, "sky": 0.2, **{v: 0.5 for v in _VEHICLES}},
 }
+_IMREAD_FLAGS = {"image": codecs.cv2.IMREAD_COLOR_RGB, "depth": codecs.cv2.IMREAD_UNCHANGED}
+_CAMERA_MODEL_RE = re.compile(rb'"camera_model"\s*:\s*"([A-Za-z_]+)"')
 
 
 def _as_pair(r: Any, what: str) -> tuple[int, int]:
@@ -51,6 +85,26 @@ def _as_pair(r: Any, what: str) -> tuple[int, int]:
     return int(r[0]), int(r[1])
 
 
+def parse_resolutions(resolution: Any) -> list[tuple[int, int]]:
+    """A list of (W, H) from a pair, a list of pairs or a preset name (``RESOLUTION_PRESETS``)."""
+    if isinstance(resolution, str):
+        if resolution not in RESOLUTION_PRESETS:
+            raise LoaderConfigError(f"resolution={resolution!r}: unknown preset; expected (W, H), a list of them "
+                                    f"or one of {sorted(RESOLUTION_PRESETS)}")
+        return list(RESOLUTION_PRESETS[resolution])
+    if isinstance(resolution, (tuple, list)) and len(resolution) == 2 and all(
+            isinstance(x, (int, np.integer)) for x in resolution):
+        return [_as_pair(resolution, "resolution")]
+    out = [_as_pair(r, "resolution entry") for r in resolution]
+    if not out:
+        raise LoaderConfigError("resolution list is empty")
+    return out
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
+
+
 def _parse_roots(roots: Any) -> list[tuple[Path, float | None]]:
     items = [roots] if isinstance(roots, (str, Path)) else list(roots)
     if not items:
@@ -59,13 +113,23 @@ def _parse_roots(roots: Any) -> list[tuple[Path, float | None]]:
     for it in items:
         if isinstance(it, (tuple, list)):
             if len(it) != 2:
-                raise LoaderConfigError(f"root entry {it!r}: expected (path, weight)")
-            w = float(it[1])
-            if not w > 0:
-                raise LoaderConfigError(f"root {it[0]}: mixing weight must be > 0, got {it[1]!r}")
-            out.append((Path(it[0]), w))
-        else:
+                raise LoaderConfigError(f"root entry {it!r}: expected (path, weight), e.g. ('/data/kitti360_wai', 0.5)")
+            path, weight = it
+            if _is_number(path) and isinstance(weight, (str, Path)):
+                raise LoaderConfigError(f"root entry {tuple(it)!r} is (weight, path); write it as (path, weight): "
+                                        f"({str(weight)!r}, {path!r})")
+            if not isinstance(path, (str, Path)):
+                raise LoaderConfigError(f"root entry {tuple(it)!r}: the first element must be a dataset root path")
+            if not _is_number(weight):
+                raise LoaderConfigError(f"root entry {tuple(it)!r}: the mixing weight must be a number, got "
+                                        f"{weight!r}; write (path, weight)")
+            if not float(weight) > 0:
+                raise LoaderConfigError(f"root {path}: mixing weight must be > 0, got {weight!r}")
+            out.append((Path(path), float(weight)))
+        elif isinstance(it, (str, Path)):
             out.append((Path(it), None))
+        else:
+            raise LoaderConfigError(f"root entry {it!r}: expected a path or a (path, weight) pair")
     return out
 
 
@@ -79,45 +143,102 @@ def _allocate(total: int, weights: list[float]) -> list[int]:
     return [int(x) for x in n]
 
 
+def _splits_under(meta: Path) -> list[str]:
+    if not meta.is_dir():
+        return []
+    return sorted(d.name for d in meta.iterdir() if d.is_dir() and any(d.glob("*_scene_list_*.npy")))
+
+
+def frame_camera(scene: Scene, i: int) -> Camera:
+    """The camera of frame ``i``, with ``w``/``h`` checked as integers in [1, 65536] and finite intrinsics.
+
+    Raises ``SchemaError`` naming ``scene_meta.json`` and the key; nothing is allocated from ``w``/``h`` here.
+    """
+    fr = scene.frames[i]
+    where = f"{scene.path / SCENE_META} [frames[{i}]"
+    if not isinstance(fr, dict):
+        raise SchemaError(f"{where}]: expected an object")
+    for key in ("w", "h"):
+        val = fr.get(key)
+        if isinstance(val, bool) or not isinstance(val, int) or not 1 <= val <= MAX_IMAGE_SIDE:
+            raise SchemaError(f"{where}.{key}]: {val!r} is not an image size in pixels (an int in "
+                              f"1..{MAX_IMAGE_SIDE}); fix the frame's w/h (they must match the decoded image)")
+    for key in ("fl_x", "fl_y", "cx", "cy"):
+        val = fr.get(key)
+        if not _is_number(val) or not math.isfinite(float(val)):
+            raise SchemaError(f"{where}.{key}]: {val!r} is not a finite number")
+    if not (float(fr["fl_x"]) > 0 and float(fr["fl_y"]) > 0):
+        raise SchemaError(f"{where}]: focal lengths must be > 0, got fl_x={fr['fl_x']!r}, fl_y={fr['fl_y']!r}")
+    return Camera.from_frame(fr, scene.meta.get("camera_model", PINHOLE))
+
+
+def frame_pose(scene: Scene, i: int) -> np.ndarray:
+    """4x4 camera-to-world (float64) of frame ``i``; ``SchemaError`` unless finite with a 4x4 shape."""
+    try:
+        T = np.asarray(scene.frames[i]["transform_matrix"], dtype=np.float64)
+    except (KeyError, TypeError, ValueError) as e:
+        raise SchemaError(f"{scene.path / SCENE_META} [frames[{i}].transform_matrix]: not a 4x4 matrix ({e})") from e
+    if T.shape != (4, 4) or not np.all(np.isfinite(T)):
+        raise SchemaError(f"{scene.path / SCENE_META} [frames[{i}].transform_matrix]: expected a finite 4x4 matrix")
+    return T
+
+
 class WAIDataset(torch.utils.data.Dataset):
-    """Multi-view samples from converted dataset roots.
+    """Multi-view samples from converted dataset roots (MapAnything ``views`` or VGGT ``vggt`` layout).
 
     Args:
         roots: a root, a list of roots, or ``(root, weight)`` pairs. Weights are mixing proportions; without
             weights each root contributes in proportion to its number of scenes.
         split: scene-list split (``train``, ``val``, ...).
         num_views: an int, a ``(min, max)`` range (inclusive) or a list of allowed view counts.
-        resolution: output ``(W, H)`` in pixels, or a list of them (the sampler's ``resolution_idx`` picks one).
+        resolution: output ``(W, H)`` in pixels, a list of them (the index's ``resolution_idx`` picks one) or a
+            preset name of ``RESOLUTION_PRESETS`` (``518_many_ar``, ``panorama``).
         sampling: ``covisibility`` (random walk over the thresholded covisibility graph, WAI §4.3), ``sequential``
             (windows of frames ``stride`` apart in stored order), ``cooperative`` (all agents sharing the frame
             extra ``timestamp``, padded from the nearest timestamps) or ``random``.
-        output: ``views`` (list of MapAnything view dicts; collate with ``collate_views``) or ``vggt`` (stacked).
+        output: ``views`` (list of MapAnything view dicts) or ``vggt`` (VGGT's stacked tensors; resolutions must
+            be multiples of ``patch_size`` = 14, crop defaults to ``principal_point``, CYLINDRICAL is refused
+            unless ``cylindrical='pinhole'``).
         seed: base seed of every random choice.
 
     Options (keyword): ``covisibility_thres`` (0.25), ``stride`` (1, int or (min, max)), ``samples_per_epoch``
-    (default: the total number of scenes), ``relative_to_first`` (False), ``img_norm`` (``imagenet``,
-    ``dust3r``, ``none``), ``depth_modality`` (``depth``), ``non_ambiguous_modality`` (a binary modality, True =
-    usable), ``label_modality`` (``semantic``), ``label_weights`` (``{class: weight}``, a preset name such as
-    ``kitti360``, or ``{dataset_name: {...} | preset}`` per dataset), ``max_depth`` (beyond: invalid),
-    ``metadata_dir`` (default ``<root>/_meta``), ``cache_metadata`` (True; False re-reads ``scene_meta.json`` and
-    reopens the covisibility file for every sample, as MapAnything does), ``max_retries`` (0: errors propagate).
+    (default: the total number of scenes), ``relative_to_first`` (False), ``data_norm_type`` (UniCeption name,
+    default ``dinov2``), ``crop`` (``center`` | ``principal_point``), ``aug_crop`` (MapAnything's: the resize
+    target grows by up to that many pixels, random per view, before the centre crop), ``cylindrical``
+    (``native`` | ``refuse`` | ``pinhole``), ``pinhole_views`` (4 per panorama), ``pinhole_hfov_deg``
+    (default ``360 / pinhole_views``), ``patch_size``, ``depth_modality`` (``depth``), ``non_ambiguous_modality``,
+    ``label_modality`` (``semantic``), ``label_weights``, ``max_depth``, ``metadata_dir`` (default
+    ``<root>/_meta``), ``cache_metadata`` (True), ``max_retries`` (0: errors propagate), ``worker_threads``
+    (OpenCV threads in DataLoader workers, 1), ``malloc_tuning`` (True: DataLoader workers keep freed
+    buffers, ``wai.run.allocator``; saves the page faults of ~15 MB of per-view arrays).
+
+    MapAnything's dataset keywords are accepted too, so one of its config lines can point here unchanged:
+    ``ROOT`` (= roots), ``dataset_metadata_dir`` (= metadata_dir), ``variable_num_views`` (``num_views=N`` becomes
+    2..N), ``principal_point_centered`` (= ``crop='principal_point'``), ``transform`` (``imgnorm`` only),
+    ``max_num_retries`` (= max_retries). ``img_norm`` is the old name of ``data_norm_type``.
     """
 
     def __init__(
         self,
-        roots: str | Path | Sequence[Any],
+        roots: str | Path | Sequence[Any] | None = None,
         split: str = "train",
         num_views: int | Sequence[int] = 4,
-        resolution: tuple[int, int] | Sequence[tuple[int, int]] = (518, 392),
+        resolution: Any = (518, 392),
         sampling: str = "covisibility",
         output: str = "views",
-        seed: int = 0,
+        seed: int | None = 0,
         *,
         covisibility_thres: float = 0.25,
         stride: int | tuple[int, int] = 1,
         samples_per_epoch: int | None = None,
         relative_to_first: bool = False,
-        img_norm: str = "imagenet",
+        data_norm_type: str | None = None,
+        crop: str | None = None,
+        aug_crop: int = 0,
+        cylindrical: str | None = None,
+        pinhole_views: int = 4,
+        pinhole_hfov_deg: float | None = None,
+        patch_size: int | None = None,
         depth_modality: str = "depth",
         non_ambiguous_modality: str | None = None,
         label_modality: str = "semantic",
@@ -126,22 +247,65 @@ class WAIDataset(torch.utils.data.Dataset):
         metadata_dir: str | Path | None = None,
         cache_metadata: bool = True,
         max_retries: int = 0,
+        worker_threads: int | None = 1,
+        malloc_tuning: bool = True,
+        img_norm: str | None = None,
+        ROOT: str | Path | None = None,  # noqa: N803 - MapAnything's keyword
+        dataset_metadata_dir: str | Path | None = None,
+        variable_num_views: bool = False,
+        principal_point_centered: bool | None = None,
+        transform: str = "imgnorm",
+        max_num_retries: int | None = None,
     ) -> None:
         if sampling not in SAMPLINGS:
             raise LoaderConfigError(f"sampling={sampling!r}; expected one of {SAMPLINGS}")
         if output not in OUTPUTS:
             raise LoaderConfigError(f"output={output!r}; expected one of {OUTPUTS}")
-        if img_norm not in IMG_NORMS:
-            raise LoaderConfigError(f"img_norm={img_norm!r}; expected one of {tuple(IMG_NORMS)}")
-        self.split, self.sampling, self.output, self.seed = split, sampling, output, int(seed)
-        self.num_views_options = self._parse_num_views(num_views)
-        if isinstance(resolution, (tuple, list)) and len(resolution) == 2 and all(
-                isinstance(x, (int, np.integer)) for x in resolution):
-            self.resolutions = [_as_pair(resolution, "resolution")]
-        else:
-            self.resolutions = [_as_pair(r, "resolution entry") for r in resolution]
-            if not self.resolutions:
-                raise LoaderConfigError("resolution list is empty")
+        if roots is None:
+            roots = ROOT
+        elif ROOT is not None:
+            raise LoaderConfigError("give the dataset root(s) once: roots or ROOT (MapAnything's name), not both")
+        if roots is None:
+            raise LoaderConfigError("no dataset root: pass roots=... (or ROOT=... as in MapAnything's configs)")
+        if transform != "imgnorm":
+            raise LoaderConfigError(f"transform={transform!r}: only 'imgnorm' (normalisation, no colour "
+                                    "augmentation) is implemented; apply colour jitter in the training loop")
+        if img_norm is not None and data_norm_type is not None:
+            raise LoaderConfigError("give data_norm_type only (img_norm is its old name)")
+        self.data_norm_type = normalize_data_norm_type(data_norm_type or img_norm or "dinov2")
+        self.split, self.sampling, self.output, self.seed = split, sampling, output, int(seed or 0)
+        self.num_views_options = self._parse_num_views(num_views, variable_num_views)
+        self.resolutions = parse_resolutions(resolution)
+        if principal_point_centered is not None and crop is not None:
+            raise LoaderConfigError("give crop or principal_point_centered (MapAnything's name), not both")
+        if principal_point_centered is not None:
+            crop = "principal_point" if principal_point_centered else "center"
+        self.crop = crop or ("principal_point" if output == "vggt" else "center")
+        if self.crop not in CROPS:
+            raise LoaderConfigError(f"crop={self.crop!r}; expected one of {CROPS}")
+        self.aug_crop = int(aug_crop)
+        if self.aug_crop < 0 or (self.aug_crop and self.crop != "center"):
+            raise LoaderConfigError(f"aug_crop={aug_crop!r}: expected an int >= 0, and only with crop='center'")
+        self.cylindrical = cylindrical or ("refuse" if output == "vggt" else "native")
+        if self.cylindrical not in CYLINDRICAL_MODES:
+            raise LoaderConfigError(f"cylindrical={self.cylindrical!r}; expected one of {CYLINDRICAL_MODES}")
+        if output == "vggt" and self.cylindrical == "native":
+            raise LoaderConfigError("cylindrical='native' with output='vggt': VGGT reads every view as a pinhole "
+                                    "camera with z-depth; use cylindrical='pinhole' (pinhole views cut from each "
+                                    "panorama) or output='views'")
+        self.pinhole_views = int(pinhole_views)
+        if self.pinhole_views < 1:
+            raise LoaderConfigError(f"pinhole_views={pinhole_views!r}: expected an int >= 1")
+        self.pinhole_hfov_deg = float(pinhole_hfov_deg) if pinhole_hfov_deg is not None else min(
+            120.0, 360.0 / self.pinhole_views)
+        self.patch_size = patch_size if patch_size is not None else (VGGT_PATCH_SIZE if output == "vggt" else None)
+        if self.patch_size is not None:
+            bad = [r for r in self.resolutions if r[0] % self.patch_size or r[1] % self.patch_size]
+            if bad:
+                fix = [(max(1, round(w / self.patch_size)) * self.patch_size,
+                        max(1, round(h / self.patch_size)) * self.patch_size) for w, h in bad]
+                raise LoaderConfigError(f"resolution(s) {bad} are not multiples of the patch size {self.patch_size} "
+                                        f"(output={output!r}); use e.g. {fix}")
         if isinstance(stride, (tuple, list)):
             self.stride = (int(stride[0]), int(stride[1]))
         else:
@@ -150,36 +314,51 @@ class WAIDataset(torch.utils.data.Dataset):
             raise LoaderConfigError(f"stride={stride!r}: expected an int >= 1 or a (min, max) range")
         self.covisibility_thres = float(covisibility_thres)
         self.relative_to_first = bool(relative_to_first)
-        self.img_norm = img_norm
         self.depth_modality = depth_modality
         self.non_ambiguous_modality = non_ambiguous_modality
         self.label_modality = label_modality
         self.label_weights = label_weights
         self.max_depth = max_depth
         self.cache_metadata = bool(cache_metadata)
-        self.max_retries = int(max_retries)
+        if max_num_retries is not None and max_retries:
+            raise LoaderConfigError("give max_retries or max_num_retries (MapAnything's name), not both")
+        self.max_retries = int(max_num_retries if max_num_retries is not None else max_retries)
+        self.worker_threads = worker_threads
+        self.malloc_tuning = bool(malloc_tuning)
         self.epoch = 0
+        #: Set to a dict to accumulate seconds per stage (metadata, sampling, decode, resize, geometry,
+        #: normalisation); ``None`` (default) disables the timers.
+        self.profile_stages: dict[str, float] | None = None
 
+        metadata_dir = metadata_dir if metadata_dir is not None else dataset_metadata_dir
         parsed = _parse_roots(roots)
         self.roots: list[Path] = []
         self.scenes: list[list[str]] = []
+        self.scene_datasets: list[list[str]] = []
         for root, _ in parsed:
+            names, dsets = self._scene_list(root, split, metadata_dir)
             self.roots.append(root)
-            self.scenes.append(self._scene_list(root, split, metadata_dir))
-        weights = [w if w is not None else float(len(s)) for (_, w), s in zip(parsed, self.scenes)]
+            self.scenes.append(names)
+            self.scene_datasets.append(dsets)
+        self._weights = [w if w is not None else float(len(s)) for (_, w), s in zip(parsed, self.scenes)]
         total = int(samples_per_epoch) if samples_per_epoch is not None else sum(len(s) for s in self.scenes)
-        if total <= 0:
-            raise LoaderConfigError(f"samples_per_epoch must be >= 1, got {samples_per_epoch!r}")
-        self.root_sizes = _allocate(total, weights)
-        self._offsets = np.cumsum([0] + self.root_sizes)
+        self._set_total(total, samples_per_epoch)
         self._covis: dict[str, tuple[int, np.ndarray]] = {}
         self._groups: dict[str, tuple[int, dict[float, list[int]]]] = {}
+        self._scene_dirs: dict[tuple[int, int], Path] = {}
+        self._threads_set = False
+
+    def _set_total(self, total: int, given: Any = None) -> None:
+        if total <= 0:
+            raise LoaderConfigError(f"samples_per_epoch must be >= 1, got {given!r}")
+        self.root_sizes = _allocate(total, self._weights)
+        self._offsets = np.cumsum([0] + self.root_sizes)
 
     # --- configuration -----------------------------------------------------------------
     @staticmethod
-    def _parse_num_views(num_views: Any) -> list[int]:
+    def _parse_num_views(num_views: Any, variable: bool = False) -> list[int]:
         if isinstance(num_views, (int, np.integer)):
-            opts = [int(num_views)]
+            opts = list(range(2, int(num_views) + 1)) if variable and num_views > 2 else [int(num_views)]
         elif isinstance(num_views, tuple) and len(num_views) == 2:
             opts = list(range(int(num_views[0]), int(num_views[1]) + 1))
         else:
@@ -189,19 +368,33 @@ class WAIDataset(torch.utils.data.Dataset):
         return opts
 
     @staticmethod
-    def _scene_list(root: Path, split: str, metadata_dir: str | Path | None) -> list[str]:
+    def _scene_list(root: Path, split: str, metadata_dir: str | Path | None) -> tuple[list[str], list[str]]:
         meta = Path(metadata_dir) if metadata_dir is not None else root / "_meta"
         pattern = meta / split / f"<dataset>_scene_list_{split}.npy"
         files = sorted((meta / split).glob(f"*_scene_list_{split}.npy")) if (meta / split).is_dir() else []
         if not files:
-            raise SceneNotFoundError(f"no scene list for split {split!r} of root {root}: expected {pattern} "
-                                     "(written by wai-convert at the end of a run)")
+            have = _splits_under(meta)
+            hint = (f"splits that exist there: {have}; pass split=<one of them>" if have else
+                    f"{meta} holds no scene lists (wai-convert writes them at the end of a run)")
+            raise SceneNotFoundError(f"no scene list for split {split!r} of root {root}: expected {pattern}; {hint}")
         names: list[str] = []
+        dsets: list[str] = []
         for f in files:
-            names.extend(str(s) for s in np.load(f, allow_pickle=False).tolist())
+            try:
+                entries = np.load(f, allow_pickle=False).tolist()
+            except ValueError as e:
+                raise SchemaError(f"{f}: not a numpy array of scene names ({e})") from e
+            dataset = f.name[: -len(f"_scene_list_{split}.npy")]
+            for j, s in enumerate(entries if isinstance(entries, list) else [entries]):
+                if not isinstance(s, str):
+                    raise SchemaError(f"{f} [{j}]: scene name {s!r} is not a string")
+                # refuses absolute paths, '..', and symlinked scene folders that leave the root
+                resolve_inside(root, s, source=f, entry=f"[{j}]", what="scene name")
+                names.append(s)
+                dsets.append(dataset)
         if not names:
             raise SceneNotFoundError(f"scene list(s) {[str(f) for f in files]} are empty")
-        return names
+        return names, dsets
 
     def set_epoch(self, epoch: int) -> None:
         """Vary the views drawn for each sample index between epochs (deterministically)."""
@@ -210,20 +403,47 @@ class WAIDataset(torch.utils.data.Dataset):
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_covis"], state["_groups"] = {}, {}  # memmaps and indexes are rebuilt per worker
+        state["_threads_set"] = False
         return state
 
     def __len__(self) -> int:
         return int(self._offsets[-1])
 
+    def resized(self, n: int) -> WAIDataset:
+        """A copy with ``n`` samples per epoch (same roots, weights and options)."""
+        out = copy.copy(self)
+        out._set_total(int(n), n)
+        return out
+
+    def __rmatmul__(self, n: int) -> WAIDataset:
+        """``N @ ds`` (MapAnything's config syntax): ``N`` samples per epoch."""
+        if not isinstance(n, (int, np.integer)):
+            return NotImplemented
+        return self.resized(int(n))
+
+    def __rmul__(self, k: int) -> WAIDataset:
+        """``k * ds``: ``k`` times the samples per epoch."""
+        if not isinstance(k, (int, np.integer)):
+            return NotImplemented
+        return self.resized(int(k) * len(self))
+
     # --- scene access ------------------------------------------------------------------
-    def locate(self, sample_idx: int) -> tuple[int, Path]:
-        """(root index, scene directory) of a sample index."""
+    def _root_and_scene(self, sample_idx: int) -> tuple[int, int]:
         if not 0 <= sample_idx < len(self):
             raise IndexError(f"sample index {sample_idx} out of range [0, {len(self)})")
         r = int(np.searchsorted(self._offsets, sample_idx, side="right") - 1)
-        k = sample_idx - int(self._offsets[r])
-        names = self.scenes[r]
-        return r, self.roots[r] / names[k % len(names)]
+        return r, (sample_idx - int(self._offsets[r])) % len(self.scenes[r])
+
+    def locate(self, sample_idx: int) -> tuple[int, Path]:
+        """(root index, scene directory) of a sample index; the scene folder is checked to lie in the root."""
+        r, k = self._root_and_scene(sample_idx)
+        hit = self._scene_dirs.get((r, k))
+        if hit is None:
+            root, name = self.roots[r], self.scenes[r][k]
+            resolve_inside(root, f"{name}/{SCENE_META}", source=f"scene list of {root}", entry=name,
+                           what="scene metadata path")
+            hit = self._scene_dirs[(r, k)] = root / name
+        return r, hit
 
     def _scene(self, scene_dir: Path) -> Scene:
         if self.cache_metadata:
@@ -231,8 +451,27 @@ class WAIDataset(torch.utils.data.Dataset):
         p = scene_dir / SCENE_META  # MapAnything's pattern: read and parse for every sample
         if not p.is_file():
             raise SceneNotFoundError(f"no scene at {scene_dir}: {p} is missing")
-        meta = json.loads(p.read_text())
+        meta = read_json(p, what="scene_meta.json")
+        if not isinstance(meta, dict) or not isinstance(meta.get("frames"), list):
+            raise SchemaError(f"{p}: expected an object with a `frames` list")
         return Scene(scene_dir, meta, {str(f.get("frame_name")): i for i, f in enumerate(meta["frames"])})
+
+    def _covis_path(self, scene: Scene) -> Path | None:
+        entry = scene.meta.get("scene_modalities", {}).get("pairwise_covisibility", {})
+        rel = None
+        if isinstance(entry, dict):
+            rel = next((v for k, v in entry.items() if k != "format" and isinstance(v, str)), None)
+        root = scene.path.parent
+        if rel is not None:
+            p = resolve_inside(root, f"{scene.path.name}/{rel}", source=scene.path / SCENE_META,
+                               entry="scene_modalities.pairwise_covisibility", what="covisibility path")
+            if p.is_file():
+                return p
+        d = scene.path / "covisibility" / "v0"
+        for f in sorted(d.glob("pairwise_covisibility--*.npy")) if d.is_dir() else []:
+            return resolve_inside(root, f"{scene.path.name}/covisibility/v0/{f.name}", source=d,
+                                  what="covisibility file")
+        return None
 
     def _covisibility(self, scene: Scene) -> np.ndarray:
         key = str(scene.path)
@@ -240,7 +479,7 @@ class WAIDataset(torch.utils.data.Dataset):
         hit = self._covis.get(key) if self.cache_metadata else None
         if hit is not None and hit[0] == mtime:
             return hit[1]
-        path = covisibility_path(scene.path) if self.cache_metadata else self._covis_path_uncached(scene)
+        path = self._covis_path(scene)
         if path is None:
             raise SceneNotFoundError(f"scene {scene.path} has no covisibility matrix "
                                      f"(covisibility/v0/pairwise_covisibility--NxN.npy); run "
@@ -252,12 +491,6 @@ class WAIDataset(torch.utils.data.Dataset):
         if self.cache_metadata:
             self._covis[key] = (mtime, m)
         return m
-
-    @staticmethod
-    def _covis_path_uncached(scene: Scene) -> Path | None:
-        entry = scene.meta.get("scene_modalities", {}).get("pairwise_covisibility", {})
-        rel = entry.get("scene_key") if isinstance(entry, dict) else None
-        return scene.path / rel if rel and (scene.path / rel).is_file() else None
 
     def _timestamp_groups(self, scene: Scene) -> dict[float, list[int]]:
         key = str(scene.path)
@@ -274,6 +507,64 @@ class WAIDataset(torch.utils.data.Dataset):
         if self.cache_metadata:
             self._groups[key] = (mtime, groups)
         return groups
+
+    # --- batch grouping ----------------------------------------------------------------
+    def scene_camera_model(self, r: int, k: int) -> str:
+        """Default camera model of scene ``k`` of root ``r`` (read from the head of its ``scene_meta.json``)."""
+        root, name = self.roots[r], self.scenes[r][k]
+        resolve_inside(root, f"{name}/{SCENE_META}", source=f"scene list of {root}", entry=name,
+                       what="scene metadata path")
+        scene_dir = root / name
+        with open(scene_dir / SCENE_META, "rb") as fh:
+            head = fh.read(1 << 16)
+        m = _CAMERA_MODEL_RE.search(head.split(b'"frames"', 1)[0])
+        if m is not None:
+            return m.group(1).decode()
+        return str(load_scene(scene_dir).meta.get("camera_model", PINHOLE))
+
+    def sample_groups(self, group_by: str | Sequence[str]) -> np.ndarray:
+        """int64 group id of every sample index for ``group_by`` (``camera_model``, ``dataset`` or both)."""
+        keys = [group_by] if isinstance(group_by, str) else list(group_by)
+        bad = [k for k in keys if k not in GROUP_KEYS]
+        if bad or not keys:
+            raise LoaderConfigError(f"group_by={group_by!r}; expected one or more of {GROUP_KEYS}")
+        labels: dict[tuple[int, int], tuple[str, ...]] = {}
+        out = np.empty(len(self), dtype=np.int64)
+        ids: dict[tuple[str, ...], int] = {}
+        for s in range(len(self)):
+            r, k = self._root_and_scene(s)
+            lab = labels.get((r, k))
+            if lab is None:
+                parts = []
+                for key in keys:
+                    parts.append(self.scene_datasets[r][k] if key == "dataset" else self.scene_camera_model(r, k))
+                lab = labels[(r, k)] = tuple(parts)
+            out[s] = ids.setdefault(lab, len(ids))
+        return out
+
+    def make_sampler(self, batch_size: int | None = None, shuffle: bool = True, world_size: int = 1, rank: int = 0,
+                     drop_last: bool = True, max_num_of_images_per_gpu: int | None = None,
+                     use_dynamic_sampler: bool = True, *, group_by: str | Sequence[str] | None = None) -> Any:
+        """MapAnything's ``dataset.make_sampler(...)``: our rank-aware ``ViewBatchSampler``.
+
+        ``use_dynamic_sampler=True`` (training): batches of ``max(1, max_num_of_images_per_gpu // num_views)``
+        tuple indices, for ``DataLoader(batch_sampler=...)``. ``False`` (its many-aspect-ratio test loader):
+        single tuple indices in runs of ``batch_size`` sharing a resolution and a view count, for
+        ``DataLoader(sampler=..., batch_size=batch_size)``. Indices are ``(sample, aspect_ratio_idx,
+        num_views_idx)``.
+        """
+        from wai.loaders.sampler import FlatBatchSampler, ViewBatchSampler
+
+        if use_dynamic_sampler:
+            if max_num_of_images_per_gpu is None:
+                raise LoaderConfigError("make_sampler(use_dynamic_sampler=True) needs max_num_of_images_per_gpu")
+            return ViewBatchSampler(self, int(max_num_of_images_per_gpu), rank=rank, world_size=world_size,
+                                    shuffle=shuffle, seed=self.seed, drop_last=drop_last, group_by=group_by)
+        if batch_size is None:
+            raise LoaderConfigError("make_sampler(use_dynamic_sampler=False) needs batch_size")
+        return FlatBatchSampler(ViewBatchSampler(self, 1, rank=rank, world_size=world_size, shuffle=shuffle,
+                                                 seed=self.seed, drop_last=drop_last, batch_size=int(batch_size),
+                                                 group_by=group_by))
 
     # --- view selection ----------------------------------------------------------------
     def _select(self, scene: Scene, k: int, rng: np.random.Generator) -> list[int]:
@@ -350,30 +641,116 @@ class WAIDataset(torch.utils.data.Dataset):
             lut[int(i)] = low.get(str(name).lower(), 1.0)
         return lut
 
-    def _load_view(self, scene: Scene, i: int, res: tuple[int, int], lut: np.ndarray | None) -> dict[str, Any]:
-        mods = ["image", self.depth_modality]
-        if self.non_ambiguous_modality:
-            mods.append(self.non_ambiguous_modality)
+    def _frame_path(self, scene: Scene, fr: dict[str, Any], key: str, i: int) -> Path:
+        """The frame file of ``fr[key]``, contained in the dataset root (same guarantees as ``frame_file``).
+
+        Fast path: a relative path without ``..`` under the scene folder (whose real path was checked at
+        ``locate``) whose components below the scene are not symlinks needs two ``lstat`` calls instead of a
+        full ``realpath``; anything else goes through ``resolve_inside`` (``frame_file``).
+        """
+        rel = fr[key]
+        if isinstance(rel, str) and rel and "\x00" not in rel and not rel.startswith("/"):
+            parts = rel.split("/")
+            if ".." not in parts and "" not in parts and "." not in parts:
+                path = scene.path / rel
+                try:
+                    cur = scene.path
+                    for part in parts:
+                        cur = cur / part
+                        if stat.S_ISLNK(os.lstat(cur).st_mode):
+                            break
+                    else:
+                        return path
+                except OSError:
+                    pass  # missing: let the full check (and the decoder) report it
+        return frame_file(scene, fr, key, i)
+
+    def _decode(self, scene: Scene, i: int, cam: Camera, name: str) -> np.ndarray:
+        """Decode modality ``name`` of frame ``i`` (path contained in the root) and check its size against w/h."""
+        mods = scene.meta.get("frame_modalities", {})
+        spec = mods.get(name)
+        if not isinstance(spec, dict):
+            raise SchemaError(f"{scene.path / SCENE_META}: no frame modality {name!r}; has {sorted(mods)}")
+        key = spec.get("frame_key", name)
+        fr = scene.frames[i]
+        if key not in fr:
+            raise SchemaError(f"{scene.path / SCENE_META} [frames[{i}]]: frame {fr.get('frame_name')!r} has no "
+                              f"`{key}` path")
+        path = self._frame_path(scene, fr, key, i)
+        fmt = spec.get("format", "image")
+        flags = _IMREAD_FLAGS.get(fmt)
+        if flags is None:
+            arr = codecs.decode(path, fmt)
+        else:  # the codecs' readers without their extra stat (the path was just checked)
+            arr = codecs.cv2.imread(str(path), flags)
+            if arr is None:
+                if not path.is_file():
+                    raise SceneNotFoundError(f"missing {name} file: {path} ({scene.path / SCENE_META} [frames[{i}]])")
+                raise SchemaError(f"{path}: could not decode {name} (corrupt file or wrong extension)")
+            if fmt == "depth":
+                arr = (arr[..., 0] if arr.ndim == 3 else arr).astype(np.float32, copy=False)
+        if fmt != "numpy" and arr.shape[:2] != (cam.h, cam.w):
+            raise SchemaError(f"{path}: decoded {name} is {arr.shape[1]}x{arr.shape[0]} but {scene.path / SCENE_META} "
+                              f"[frames[{i}]] says w x h = {cam.w}x{cam.h}; fix w/h (nothing was sized from them)")
+        return arr
+
+    def _load_view(self, scene: Scene, i: int, res: tuple[int, int], lut: np.ndarray | None,
+                   rng: np.random.Generator, times: dict[str, float] | None) -> list[dict[str, Any]]:
+        """Records of frame ``i`` at ``res``: one, or ``pinhole_views`` for a panorama with cylindrical='pinhole'."""
+        t0 = time.perf_counter()
+        cam = frame_camera(scene, i)
+        pose = frame_pose(scene, i)
+        if cam.model == CYLINDRICAL and self.cylindrical == "refuse":
+            raise LoaderConfigError(
+                f"{scene.path / SCENE_META} [frames[{i}]]: CYLINDRICAL view in the {self.output!r} layout, which "
+                "VGGT reads as a pinhole camera with z-depth (silently wrong supervision); pass "
+                "cylindrical='pinhole' for pinhole views cut from each panorama, or output='views'")
+        t1 = time.perf_counter()
         with_labels = lut is not None and len(lut) > 1
-        if with_labels:
-            mods.append(self.label_modality)
-        fr = load_frame(scene, i, modalities=mods)
-        cam = scene.camera(i)
-        depth = np.nan_to_num(fr[self.depth_modality], nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
-        if self.max_depth is not None:
-            depth[depth > self.max_depth] = 0.0
+        image = self._decode(scene, i, cam, "image")
+        depth = self._decode(scene, i, cam, self.depth_modality)
+        if depth.dtype != np.float32:
+            depth = depth.astype(np.float32)
         nearest: dict[str, np.ndarray] = {"depth": depth}
         if self.non_ambiguous_modality:
-            nearest["non_ambiguous"] = np.asarray(fr[self.non_ambiguous_modality], dtype=bool)
+            nearest["non_ambiguous"] = np.asarray(self._decode(scene, i, cam, self.non_ambiguous_modality), dtype=bool)
         if with_labels:
-            nearest["labels"] = fr[self.label_modality]
-        cam, img, maps = crop_resize(cam, res, fr["image"], nearest)
+            nearest["labels"] = self._decode(scene, i, cam, self.label_modality)
+        t2 = time.perf_counter()
+        if times is not None:
+            times["metadata"] = times.get("metadata", 0.0) + (t1 - t0)
+            times["decode"] = times.get("decode", 0.0) + (t2 - t1)
+        if cam.model == CYLINDRICAL and self.cylindrical == "pinhole":
+            outs = []
+            offset = float(rng.uniform(0.0, 2.0 * math.pi))
+            others = {k: v for k, v in nearest.items() if k != "depth"}
+            for j in range(self.pinhole_views):
+                yaw = offset + 2.0 * math.pi * j / self.pinhole_views
+                pin, img, z, R, maps = pinhole_from_panorama(cam, image, depth, yaw, res, self.pinhole_hfov_deg,
+                                                             others)
+                Tp = pose.copy()
+                Tp[:3, :3] = pose[:3, :3] @ R
+                maps["depth"] = z
+                outs.append(self._record(scene, i, pin, Tp, img, maps, lut))
+        else:
+            extra = int(rng.integers(0, self.aug_crop + 1)) if self.aug_crop else 0
+            cam2, img, maps = crop_resize(cam, res, image, nearest, crop=self.crop, extra=extra)
+            outs = [self._record(scene, i, cam2, pose, img, maps, lut)]
+        if times is not None:
+            times["resize"] = times.get("resize", 0.0) + (time.perf_counter() - t2)
+        return outs
+
+    def _record(self, scene: Scene, i: int, cam: Camera, pose: np.ndarray, img: np.ndarray,
+                maps: dict[str, np.ndarray], lut: np.ndarray | None) -> dict[str, Any]:
+        depth = maps["depth"]
+        if self.max_depth is not None:
+            depth = np.where(depth > self.max_depth, np.float32(0.0), depth)
         weights = None
         if lut is not None:
-            weights = lut[maps["labels"]] if with_labels else np.ones(maps["depth"].shape, dtype=np.float32)
+            weights = lut[maps["labels"]] if "labels" in maps else np.ones(depth.shape, dtype=np.float32)
         meta = scene.meta
         return {
-            "image": img, "depth": maps["depth"], "camera": cam, "pose": scene.pose(i),
+            "image": img, "depth": depth, "camera": cam, "pose": pose,
             "non_ambiguous": maps.get("non_ambiguous"), "loss_weights": weights,
             "is_metric_scale": meta.get("scale_type", "metric") == "metric",
             "is_synthetic": str(meta.get("dataset_name", "")) in SYNTHETIC_DATASETS,
@@ -382,17 +759,70 @@ class WAIDataset(torch.utils.data.Dataset):
         }
 
     def _parse_index(self, idx: Any) -> tuple[int, int, int | None]:
+        """``(sample_idx, resolution_idx, num_views or None)`` of an int or MapAnything tuple index.
+
+        The tuple's third element is MapAnything's num-views index into ``num_views_options``. For backward
+        compatibility a value that is not a valid index but is one of the allowed view counts is that count.
+        """
         if isinstance(idx, (tuple, list)):
-            if len(idx) != 3:
-                raise LoaderConfigError(f"index {idx!r}: expected sample_idx or (sample_idx, resolution_idx, "
-                                        "num_views)")
-            s, r, v = (int(x) for x in idx)
+            if len(idx) not in (2, 3):
+                raise LoaderConfigError(f"index {idx!r}: expected sample_idx, (sample_idx, aspect_ratio_idx) or "
+                                        "(sample_idx, aspect_ratio_idx, num_views_idx)")
+            s, r = int(idx[0]), int(idx[1])
             if not 0 <= r < len(self.resolutions):
-                raise LoaderConfigError(f"resolution_idx {r} out of range: {len(self.resolutions)} resolution(s)")
-            if v < 1:
-                raise LoaderConfigError(f"num_views {v} in index {idx!r} must be >= 1")
-            return s, r, v
+                raise LoaderConfigError(f"resolution_idx {r} out of range: {len(self.resolutions)} resolution(s) "
+                                        f"{self.resolutions}")
+            if len(idx) == 2:
+                return s, r, None
+            k = int(idx[2])
+            if 0 <= k < len(self.num_views_options):
+                return s, r, self.num_views_options[k]
+            if k in self.num_views_options:
+                return s, r, k
+            raise LoaderConfigError(f"num_views_idx {k} in index {tuple(idx)!r} out of range: num_views options are "
+                                    f"{self.num_views_options}")
         return int(idx), 0, None
+
+    def _set_worker_threads(self) -> None:
+        """In a DataLoader worker: OpenCV threads (``worker_threads``) and glibc keeping freed buffers."""
+        self._threads_set = True
+        if torch.utils.data.get_worker_info() is None:
+            return
+        if self.worker_threads is not None:
+            codecs.cv2.setNumThreads(int(self.worker_threads))
+        if self.malloc_tuning:
+            from wai.run.allocator import keep_freed_memory
+
+            keep_freed_memory()
+
+    def load_raw(self, sample_idx: int, num_views: int, resolution: tuple[int, int], rng: np.random.Generator,
+                 resolution_idx: int = 0) -> list[dict[str, Any]]:
+        """Per-view records (image uint8, depth, camera, pose, ...) of ``num_views`` views of a sample at
+        ``resolution`` (W, H); what both layouts are built from (``wai.loaders.vggt`` uses it directly).
+        """
+        if not self._threads_set:
+            self._set_worker_threads()
+        times = self.profile_stages
+        t0 = time.perf_counter()
+        _, scene_dir = self.locate(sample_idx)
+        scene = self._scene(scene_dir)
+        lut = self._weight_lut(scene)
+        per = self.pinhole_views if (self.cylindrical == "pinhole"
+                                     and scene.meta.get("camera_model") == CYLINDRICAL) else 1
+        t1 = time.perf_counter()
+        chosen = self._select(scene, -(-num_views // per), rng)
+        t2 = time.perf_counter()
+        if times is not None:
+            times["metadata"] = times.get("metadata", 0.0) + (t1 - t0)
+            times["sampling"] = times.get("sampling", 0.0) + (t2 - t1)
+        raw: list[dict[str, Any]] = []
+        for i in chosen:
+            raw.extend(self._load_view(scene, i, resolution, lut, rng, times))
+        raw = raw[:num_views]
+        for rec in raw:
+            rec["idx"] = (sample_idx, resolution_idx, 0)
+            rec["rng"] = int(rng.integers(0, 2**31 - 1))
+        return raw
 
     def get_sample(self, idx: Any) -> Any:
         """One sample without retries (what ``__getitem__`` returns when it succeeds)."""
@@ -400,23 +830,16 @@ class WAIDataset(torch.utils.data.Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, s, r, v or 0])
         if v is None:
             v = self.num_views_options[int(rng.integers(len(self.num_views_options)))]
-        _, scene_dir = self.locate(s)
-        scene = self._scene(scene_dir)
-        chosen = self._select(scene, v, rng)
-        lut = self._weight_lut(scene)
-        res = self.resolutions[r]
-        raw = [self._load_view(scene, i, res, lut) for i in chosen]
-        for rec in raw:
-            rec["idx"] = (s, r, v)
+        raw = self.load_raw(s, v, self.resolutions[r], rng, r)
         if self.output == "vggt":
-            return to_vggt(raw, self.relative_to_first)
-        return to_views(raw, self.relative_to_first, self.img_norm)
+            return to_vggt(raw, self.relative_to_first, self.profile_stages)
+        return to_views(raw, self.relative_to_first, self.data_norm_type, self.profile_stages)
 
     def __getitem__(self, idx: Any) -> Any:
         try:
             return self.get_sample(idx)
         except (OSError, ValueError) as e:
-            if self.max_retries <= 0 or isinstance(e, LoaderConfigError):
+            if self.max_retries <= 0 or isinstance(e, (LoaderConfigError, PathEscapeError)):
                 raise
             err = e
         s, r, v = self._parse_index(idx)
@@ -425,7 +848,8 @@ class WAIDataset(torch.utils.data.Dataset):
             other = int(rng.integers(len(self)))
             log.warning("sample %s failed (%s); retrying with sample %d", idx, err, other)
             try:
-                return self.get_sample((other, r, v) if v is not None else other)
+                retry = (other, *idx[1:]) if isinstance(idx, (tuple, list)) else other
+                return self.get_sample(retry)
             except (OSError, ValueError) as e:
                 err = e
         raise err
@@ -446,6 +870,7 @@ def random_walk(covis: np.ndarray, k: int, thres: float, rng: np.random.Generato
         return [int(i) for i in rng.choice(n, size=k, replace=True)]
     excluded = np.zeros(n, dtype=bool)
     best: list[int] = []
+    rows: dict[int, np.ndarray] = {}
     for _ in range(max_restarts + 1):
         free = np.flatnonzero(~excluded)
         if len(free) == 0:
@@ -456,11 +881,14 @@ def random_walk(covis: np.ndarray, k: int, thres: float, rng: np.random.Generato
         seen[start] = True
         while len(visited) < k and stack:
             c = stack[-1]
-            row = (np.asarray(covis[c, :], dtype=np.float64) + np.asarray(covis[:, c], dtype=np.float64)) / 2.0
-            if row[c] > 0:
-                row = row / row[c]
-            row[c] = 0.0
-            nbrs = np.flatnonzero((row > thres) & ~seen)
+            adj = rows.get(c)
+            if adj is None:
+                row = (np.asarray(covis[c, :], dtype=np.float64) + np.asarray(covis[:, c], dtype=np.float64)) / 2.0
+                if row[c] > 0:
+                    row = row / row[c]
+                row[c] = 0.0
+                adj = rows[c] = row > thres
+            nbrs = np.flatnonzero(adj & ~seen)
             if len(nbrs) == 0:
                 stack.pop()
                 continue
@@ -476,3 +904,7 @@ def random_walk(covis: np.ndarray, k: int, thres: float, rng: np.random.Generato
     if len(best) < k:
         best = best + [int(i) for i in rng.choice(best, size=k - len(best))]
     return best
+
+
+__all__ = ["LABEL_WEIGHT_PRESETS", "RESOLUTION_PRESETS", "WAIDataset", "frame_camera", "frame_pose",
+           "parse_resolutions", "random_walk"]
