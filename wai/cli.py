@@ -6,14 +6,21 @@
 * ``wai-report OUT [OUT ...] [--html FILE] [--markdown FILE]``;
 * ``wai-demo [OUT]``: the end-to-end demo on built-in data.
 
-A ``WaiError`` becomes a one-paragraph message and exit code 1; usage errors exit 2.
+A ``WaiError`` becomes a one-paragraph message and exit code 1; usage errors exit 2. Source names are
+case-insensitive (``KITTI360`` is ``kitti360``); an unknown one is answered with the closest names.
+Every entry point warns when the current directory holds a ``wai/`` folder that would shadow the installed
+package for Python scripts run there (``import_shadow``).
 """
 
 from __future__ import annotations
 
+import difflib
+import importlib.machinery
 import logging
+import os
 import sys
 import typing
+from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -31,6 +38,52 @@ EXTRA_COMMANDS: dict[str, str] = {
     "covisibility": "wai.loaders.covisibility:click_command",
     "frame-tables": "wai.format.frametable:click_command",
 }
+
+
+def import_shadow(directory: str | Path | None = None, path: Sequence[str] | None = None) -> Path | None:
+    """The folder that ``import wai`` would take instead of the installed package, for a script in
+    ``directory`` (default: the current directory) or ``python -c`` / ``python -m`` run there; None if none.
+
+    Python puts the script's folder (or the current directory) first on ``sys.path``. A folder named ``wai``
+    there without ``__init__.py`` (e.g. a clone of this repository) is a namespace-package *portion*; a
+    regular package later on the path still wins, but an editable install (``pip install -e``, what
+    ``scripts/setup.sh`` does) is found by setuptools' finder only *after* the path search, so the empty
+    namespace package wins and ``from wai import FORMAT_VERSION`` fails with "cannot import name ... from
+    'wai' (unknown location)". This asks Python's own path finder what it would find, so it is exact for
+    the current installation: None when the installed package would still be imported.
+    """
+    d = Path.cwd() if directory is None else Path(directory)
+    rest = list(sys.path[1:] if path is None else path)  # sys.path[0] is this entry point's own folder
+    spec = importlib.machinery.PathFinder.find_spec("wai", [os.fspath(d), *rest])
+    if spec is None or spec.loader is not None:
+        return None
+    locations = list(spec.submodule_search_locations or [])
+    return Path(locations[0]) if locations else None
+
+
+def shadow_message(folder: Path) -> str:
+    """What is wrong when ``folder`` shadows the installed package, and how to fix it."""
+    return (f"warning: {folder} is a folder without __init__.py (a clone of the wai repository?). A Python script "
+            f"in {folder.parent}, or `python -c` / `python -m` run there, imports it as an empty namespace package "
+            "instead of the installed wai and fails with \"ImportError: cannot import name ... from 'wai' (unknown "
+            "location)\" (or \"No module named 'wai.format'\"). Run such scripts from another folder, or rename "
+            "this one (e.g. `git clone <url> wai-src`). The wai-* commands themselves are not affected.")
+
+
+def warn_if_shadowed() -> None:
+    """Print ``shadow_message`` to stderr when the current directory shadows the installed package."""
+    try:
+        folder = import_shadow()
+    except (OSError, ImportError, ValueError):  # a vanished cwd or an odd sys.path entry: nothing to say
+        return
+    if folder is not None:
+        click.echo(shadow_message(folder), err=True)
+
+
+def command_suggestions(name: str, commands: Sequence[str]) -> list[str]:
+    """The closest command names to a mistyped ``name`` (case-insensitive), best first."""
+    lower = {c.lower(): c for c in commands}
+    return [lower[m] for m in difflib.get_close_matches(name.lower(), list(lower), n=3, cutoff=0.6)]
 
 
 class _WaiClickError(click.ClickException):
@@ -174,7 +227,26 @@ class _ConvertGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(REGISTRY) + sorted(EXTRA_COMMANDS)
 
+    def _canonical(self, cmd_name: str) -> str | None:
+        """The command name ``cmd_name`` means: exact, else case-insensitive (``KITTI360`` -> ``kitti360``)."""
+        names = [*REGISTRY, *EXTRA_COMMANDS]
+        if cmd_name in names:
+            return cmd_name
+        return next((n for n in names if n.lower() == cmd_name.lower()), None)
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None,
+                                                                             list[str]]:
+        name = click.utils.make_str(args[0])
+        canonical = self._canonical(name)
+        if canonical is None and not ctx.resilient_parsing and not name.startswith("-"):
+            close = command_suggestions(name, self.list_commands(ctx))
+            hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            raise click.UsageError(f"No such command {name!r}.{hint} Sources and commands: "
+                                   f"{', '.join(self.list_commands(ctx))}.", ctx)
+        return super().resolve_command(ctx, [canonical or name, *args[1:]])
+
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        cmd_name = self._canonical(cmd_name) or cmd_name
         if cmd_name in REGISTRY:
             return _make_source_command(cmd_name)
         if cmd_name in EXTRA_COMMANDS:
@@ -200,6 +272,7 @@ class _ConvertGroup(click.Group):
 @click.version_option(package_name="wai")
 def convert_main() -> None:
     """``wai-convert``."""
+    warn_if_shadowed()
 
 
 @click.command(help="Validate converted scenes or datasets (exit 0 clean, 1 errors found, 2 usage error).")
@@ -211,6 +284,7 @@ def validate_main(path: Path, as_json: bool, strict: bool, no_geometry: bool) ->
     """``wai-validate``."""
     from wai.validation import run_cli
 
+    warn_if_shadowed()
     try:
         code = run_cli(str(path), as_json=as_json, strict=strict, geometry=not no_geometry)
     except WaiError as e:
@@ -227,6 +301,7 @@ def report_main(roots: tuple[Path, ...], html: Path | None, markdown: Path | Non
     """``wai-report``."""
     from wai.coverage.report import run_report
 
+    warn_if_shadowed()
     try:
         click.echo(run_report(list(roots), html=html, markdown=markdown))
     except WaiError as e:
@@ -240,6 +315,7 @@ def demo_main(out: Path, workers: int) -> None:
     """``wai-demo``."""
     from wai.demo import run_demo
 
+    warn_if_shadowed()
     try:
         sys.exit(run_demo(out, workers=workers))
     except WaiError as e:

@@ -23,9 +23,11 @@ from typing import Any
 import numpy as np
 
 from wai.coverage.tables import (
+    DEPTH_UNITS,
     CoverageTable,
     categorical_counts,
     comparison_columns,
+    depth_unit,
     drop_reasons,
     histogram,
     load_datasets,
@@ -111,16 +113,20 @@ def drops_table(tables: list[CoverageTable]) -> Table:
                  "Frames the converter filtered out (coverage rows with selected = false).")
 
 
-def quantile_table(tables: list[CoverageTable], column: str, unit: str = "") -> Table:
-    """Quantiles of one numeric column over selected frames, per dataset."""
+def quantile_table(tables: list[CoverageTable], column: str, unit: str = "", depth: bool = False) -> Table:
+    """Quantiles of one numeric column over selected frames, per dataset; with ``depth`` a last column gives
+    each dataset's depth unit (``m``, or ``unitless`` for relative-scale datasets such as Co3D)."""
     rows = []
     for t in tables:
         col = t.column(column)
         if col is None or np.isnan(col).all():
             continue
         n = int(np.count_nonzero(~np.isnan(col)))
-        rows.append([t.name, fmt(n), *[fmt(q) for q in quantiles(col, QUANTILES)], fmt(float(np.nanmean(col)))])
-    return Table(["dataset", "frames", *QUANTILE_HEADERS, "mean"], rows, f"`{column}`{unit} over selected frames.")
+        rows.append([t.name, fmt(n), *[fmt(q) for q in quantiles(col, QUANTILES)], fmt(float(np.nanmean(col))),
+                     *([depth_unit(t)] if depth else [])])
+    note = " Depth is in metres for metric datasets and unitless for relative-scale ones." if depth else ""
+    return Table(["dataset", "frames", *QUANTILE_HEADERS, "mean", *(["unit"] if depth else [])], rows,
+                 f"`{column}`{unit} over selected frames.{note}")
 
 
 def means_table(tables: list[CoverageTable]) -> Table:
@@ -226,8 +232,8 @@ def render_markdown(tables: list[CoverageTable], generated: str) -> str:
         "## Frames and scenes per dataset and split", "", md_table(overview_table(tables)),
         "## Dropped frames by reason", "", md_table(drops_table(tables)),
         "## Valid-depth ratio", "", md_table(quantile_table(tables, "valid_depth_ratio")),
-        "## Depth", "", md_table(quantile_table(tables, "depth_p50", " (median depth per frame)")),
-        md_table(quantile_table(tables, "depth_max", " (max depth per frame)")),
+        "## Depth", "", md_table(quantile_table(tables, "depth_p50", " (median depth per frame)", depth=True)),
+        md_table(quantile_table(tables, "depth_max", " (max depth per frame)", depth=True)),
     ]
     comp = comparison_table(tables)
     if comp.rows:
@@ -327,9 +333,9 @@ class Plotter:
                 if v is None or np.isnan(v).all():
                     continue
                 h = histogram(v, bins)
-                unit = "m" if t.manifest.get("scale_type", "metric") == "metric" else ""
+                unit = depth_unit(t)
                 ax.stairs(h / max(h.sum(), 1), bins, color=_color(i), linewidth=2,
-                          label=f"{t.name} (median {fmt(float(np.nanmedian(v)))}{unit})")
+                          label=f"{t.name} (median {fmt(float(np.nanmedian(v)))}{'' if unit == 'm' else ' '}{unit})")
             ax.set_xscale("log")
             ax.set_xlabel(f"{c} per frame (log scale)")
             ax.set_ylabel("fraction of frames")
@@ -446,7 +452,7 @@ def previews(t: CoverageTable, k: int = N_PREVIEWS) -> list[Preview]:
                 raise SchemaError(f"could not encode the preview of {cap}")
             if depth is not None and (depth > 0).any():
                 dv = depth[depth > 0]
-                unit = " m" if sc.meta.get("scale_type") == "metric" else " (relative)"
+                unit = " " + DEPTH_UNITS.get(str(sc.meta.get("scale_type")), depth_unit(t))
                 ratio = float(vdr[i]) if vdr is not None and not np.isnan(vdr[i]) else float((depth > 0).mean())
                 cap += f" · valid depth {pct(ratio)} · depth {fmt(float(dv.min()))}–{fmt(float(dv.max()))}{unit}"
             else:
@@ -541,8 +547,8 @@ def render_html(tables: list[CoverageTable], generated: str, plotter: Plotter) -
                      + html_table(quantile_table(tables, "valid_depth_ratio"))))
     sections.append(("depth", "Depth",
                      _img(plotter.depth_hist(tables), "depth histogram")
-                     + html_table(quantile_table(tables, "depth_p50", " (median depth per frame)"))
-                     + html_table(quantile_table(tables, "depth_max", " (max depth per frame)"))))
+                     + html_table(quantile_table(tables, "depth_p50", " (median depth per frame)", depth=True))
+                     + html_table(quantile_table(tables, "depth_max", " (max depth per frame)", depth=True))))
     comp = [(t, comparison_columns(t)) for t in tables]
     comp = [(t, c) for t, c in comp if c]
     if comp:

@@ -8,19 +8,26 @@ masked reductions over frames); nothing here touches pixels. Conventions:
   and a ``drop_reason``);
 * statistics of coverage columns (means, histograms, semantic ratios, worst scenes) are over **selected**
   frames, i.e. the frames that are in the converted dataset; dropped frames are only counted;
-* a frame's split is the split of its scene in ``manifest["splits"]`` (``"unknown"`` when not listed).
+* a frame's split is the split of its scene in ``manifest["splits"]`` (``"unknown"`` when not listed);
+* depth units follow the dataset's ``scale_type`` (``manifest["scale_type"]``; older manifests: the first
+  complete scene's ``scene_meta.json``): metres for ``metric``, unitless for ``relative`` (``depth_unit``).
+
+JSON files are read with ``wai.format.paths.read_json`` (size-capped) and scene paths taken from the manifest
+are resolved with ``resolve_inside`` (never outside the dataset root).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from wai.errors import SceneNotFoundError, SchemaError
+from wai.errors import SceneNotFoundError, SchemaError, WaiError
+from wai.format.paths import read_json, resolve_inside
 
 META_DIR = "_meta"
 MANIFEST = "manifest.json"
@@ -32,6 +39,12 @@ ID_COLUMNS = ("dataset", "scene", "frame", "selected", "drop_reason", "split")
 SEMANTIC_COLUMN = "semantic_ratios"
 UNKNOWN_SPLIT = "unknown"
 FIX = "run wai-convert first"
+#: Suffix of the output folder suggested next to a raw dataset (never inside it).
+OUTPUT_SUFFIX = "_wai"
+#: Folders above a report root searched for a raw dataset layout when the root is not converted.
+RAW_SEARCH_LEVELS = 2
+#: ``scale_type`` -> unit label of depth values.
+DEPTH_UNITS = {"metric": "m", "relative": "unitless"}
 
 
 @dataclass
@@ -55,6 +68,7 @@ class CoverageTable:
     text: dict[str, np.ndarray] = field(default_factory=dict)
     semantic_classes: list[str] = field(default_factory=list)
     semantic: np.ndarray | None = None
+    scale_type: str | None = None
 
     @property
     def n_rows(self) -> int:
@@ -93,6 +107,75 @@ def meta_paths(root: str | Path) -> tuple[Path, Path]:
     """``(coverage.parquet, manifest.json)`` of a converted dataset root."""
     meta = Path(root) / META_DIR
     return meta / COVERAGE_PARQUET, meta / MANIFEST
+
+
+def sibling_output(raw: str | Path) -> Path:
+    """``<raw>_wai`` next to ``raw`` (relative when ``raw`` is): an output folder outside the raw tree."""
+    raw = Path(raw)
+    absolute = Path(os.path.abspath(raw))
+    out = absolute.parent / f"{absolute.name}{OUTPUT_SUFFIX}"
+    return out if raw.is_absolute() else Path(os.path.relpath(out))
+
+
+def detect_raw(root: str | Path) -> tuple[str, Path] | None:
+    """``(source, raw root)`` when ``root`` or one of its ``RAW_SEARCH_LEVELS`` parents has the layout of a
+    registered source (the highest such folder: a scene or split folder's dataset root); None otherwise."""
+    from wai.converters import REGISTRY, get_converter
+
+    root = Path(root)
+    cands = [root, *list(Path(os.path.abspath(root)).parents)[:RAW_SEARCH_LEVELS]]
+    if not root.is_absolute():
+        cands = [root] + [Path(os.path.relpath(c)) for c in cands[1:]]
+    found = None
+    for cand in cands:
+        for name in sorted(REGISTRY):
+            try:
+                cls = get_converter(name)
+                if next(iter(cls(cand, cls.Options()).iter_scenes()), None) is not None:
+                    found = (name, cand)
+                    break
+            except (WaiError, OSError, ValueError, TypeError):
+                continue
+    return found
+
+
+def not_converted_message(root: Path, missing: str) -> str:
+    """Why ``root`` cannot be reported, and the fix; a suggested ``--output`` never lies inside raw data."""
+    if not root.exists():
+        return (f"{root} is not a converted dataset: no such directory, so no {missing}; pass the --output folder "
+                f"of a wai-convert run ({FIX})")
+    msg = f"{root} is not a converted dataset: missing {missing}; {FIX}"
+    raw = detect_raw(root)
+    if raw is not None:
+        src, raw_root = raw
+        out = sibling_output(raw_root)
+        return (f"{msg}. {raw_root} looks like a raw {src} dataset: convert it into a new folder next to it, never "
+                f"into the raw tree: wai-convert {src} --input {raw_root} --output {out}, then wai-report {out}")
+    return (f"{msg} and pass its --output folder. If {root} holds raw data, convert it into a new folder outside "
+            f"the raw tree, e.g. wai-convert <source> --input {root} --output {sibling_output(root)}")
+
+
+def dataset_scale_type(root: Path, manifest: dict[str, Any], scenes: list[str]) -> str | None:
+    """The dataset's ``scale_type``: the manifest's, else the first readable complete scene's ``scene_meta.json``
+    (manifests written before it was recorded); None when neither says."""
+    st = manifest.get("scale_type")
+    if isinstance(st, str) and st:
+        return st
+    for scene in scenes[:5]:
+        try:
+            meta = read_json(resolve_inside(root, f"{scene}/scene_meta.json", source=root / META_DIR / MANIFEST,
+                                            entry="splits", what="scene path"), what="scene_meta.json")
+        except (WaiError, OSError):
+            continue
+        st = meta.get("scale_type") if isinstance(meta, dict) else None
+        if isinstance(st, str) and st:
+            return st
+    return None
+
+
+def depth_unit(t: CoverageTable) -> str:
+    """Unit label of the depth values of a dataset: ``m``, ``unitless`` (relative scale) or ``units unknown``."""
+    return DEPTH_UNITS.get(t.scale_type or "", "units unknown")
 
 
 def _to_float(arr: Any) -> np.ndarray:
@@ -143,13 +226,8 @@ def load_dataset(root: str | Path) -> CoverageTable:
     parquet, manifest_path = meta_paths(root)
     for p, what in ((manifest_path, "manifest"), (parquet, "coverage table")):
         if not p.is_file():
-            raise SceneNotFoundError(
-                f"{root} is not a converted dataset: missing {what} {p}; {FIX} "
-                f"(wai-convert <source> --input <raw> --output {root})")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except ValueError as e:
-        raise SchemaError(f"{manifest_path}: not valid JSON ({e})") from e
+            raise SceneNotFoundError(not_converted_message(root, f"{what} {p}"))
+    manifest = read_json(manifest_path, what="manifest")
     if not isinstance(manifest, dict):
         raise SchemaError(f"{manifest_path}: expected a JSON object")
     try:
@@ -201,10 +279,14 @@ def load_dataset(root: str | Path) -> CoverageTable:
     if not dsname:
         ds = text("dataset")
         dsname = next((str(d) for d in ds if d), root.name)
+    splits = manifest.get("splits")
+    listed = [str(s) for names in (splits.values() if isinstance(splits, dict) else []) if isinstance(names, list)
+              for s in names]
+    scale_type = dataset_scale_type(root, manifest, listed or sorted({str(s) for s in scene}))
     return CoverageTable(
         root=root, name=str(dsname), manifest=manifest, scene=scene, frame=frame, split=split,
         selected=selected, drop_reason=text("drop_reason"), numeric=numeric, text=texts,
-        semantic_classes=classes, semantic=semantic,
+        semantic_classes=classes, semantic=semantic, scale_type=scale_type,
     )
 
 
