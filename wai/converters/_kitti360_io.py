@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from wai.converters._rawio import integer, numbers, read_bytes, read_text
 from wai.errors import layout_error, require_file
 from wai.format.cameras import Camera
 from wai.format.codecs import cv2
@@ -26,12 +27,26 @@ BUILDING_ID = 11
 CALIB_DIR = "calibration"
 SEQ_PREFIX = "2013_05_28_drive_"
 
+# Plausible ranges of raw numbers (anything outside is a damaged file, reported with file and line/key).
+#: Image side from ``S_rect_0x`` (pixels); the real cameras are 1408x376.
+MAX_IMAGE_SIDE = 16384
+#: Focal length from ``P_rect_0x`` (pixels); the real one is 552.55.
+MAX_FOCAL_PX = 1e5
+#: Stereo baseline ``|P_rect_01[0, 3] / P_rect_01[0, 0]|`` (metres); the real one is 0.594.
+MAX_BASELINE_M = 10.0
+#: Translation of a calibration transform (camera -> pose / Velodyne), metres; the real ones are < 2 m.
+MAX_CALIB_TRANSLATION_M = 100.0
+#: Translation of a pose (metres from the world origin); real KITTI-360 poses are within ~5 km.
+MAX_POSE_TRANSLATION_M = 1e6
+#: Largest frame id (the longest sequence has ~15k frames).
+MAX_FRAME_ID = 10**9
+#: Largest Velodyne coordinate (metres); the HDL-64E reaches ~120 m.
+MAX_LIDAR_M = 1e4
 
-def _floats(path: Path, tokens: list[str], line: int, key: str | None = None) -> np.ndarray:
-    try:
-        return np.array([float(t) for t in tokens], dtype=np.float64)
-    except ValueError as e:
-        raise layout_error(path, f"non-numeric value ({e})", line=line, key=key) from e
+
+def _floats(path: Path, tokens: list[str], line: int, key: str | None = None, what: str = "values") -> np.ndarray:
+    """Finite numbers of one line (errors name the file, line, key and the offending value)."""
+    return numbers(path, tokens, line=line, key=key, what=what)
 
 
 def read_key_values(path: str | Path) -> dict[str, tuple[list[str], int]]:
@@ -42,7 +57,7 @@ def read_key_values(path: str | Path) -> dict[str, tuple[list[str], int]]:
     """
     p = Path(path)
     out: dict[str, tuple[list[str], int]] = {}
-    for i, raw in enumerate(p.read_text().splitlines(), 1):
+    for i, raw in enumerate(read_text(p, "KITTI-360 calibration file").splitlines(), 1):
         line = raw.strip()
         if not line:
             continue
@@ -64,11 +79,19 @@ def calib_values(path: Path, table: dict[str, tuple[list[str], int]], key: str, 
     return vals
 
 
-def _rigid(path: Path, vals: np.ndarray, key: str | None, line: int | None) -> np.ndarray:
+def _rigid(path: Path, vals: np.ndarray, key: str | None, line: int | None,
+           max_t: float = MAX_CALIB_TRANSLATION_M) -> np.ndarray:
+    """4x4 of a 3x4 row-major rigid transform: proper rotation (to 1e-4), translation within ``max_t`` metres."""
     T = np.eye(4)
     T[:3, :4] = vals.reshape(3, 4)
+    if not np.all(np.isfinite(T)):
+        raise layout_error(path, "non-finite value in the 3x4 transform", line=line, key=key)
     if not is_proper_rotation(T[:3, :3], tol=1e-4):
         raise layout_error(path, "rotation part is not a proper rotation (orthonormal, det +1)", line=line, key=key)
+    t = float(np.abs(T[:3, 3]).max())
+    if t > max_t:
+        raise layout_error(path, f"translation {T[:3, 3].tolist()} is beyond the plausible {max_t:g} m", line=line,
+                           key=key)
     return T
 
 
@@ -129,12 +152,21 @@ def read_perspective(path: str | Path, cams: list[str]) -> dict[str, RectCamera]
         S = calib_values(p, table, f"S_rect_{cam}", 2)
         if not is_proper_rotation(R, tol=1e-4):
             raise layout_error(p, "not a proper rotation", line=table[f"R_rect_{cam}"][1], key=f"R_rect_{cam}")
-        if P[0, 0] <= 0 or P[1, 1] <= 0 or P[2, 2] != 1.0 or P[2, 3] != 0.0 or P[1, 3] != 0.0:
-            raise layout_error(p, "expected a rectified projection K [I | t] with t = (tx, 0, 0)",
-                               line=table[f"P_rect_{cam}"][1], key=f"P_rect_{cam}")
-        w, h = int(float(S[0])), int(float(S[1]))
-        if w <= 0 or h <= 0:
-            raise layout_error(p, f"image size {w}x{h} must be positive", key=f"S_rect_{cam}")
+        s_line = table[f"S_rect_{cam}"][1]
+        w, h = (integer(p, v, line=s_line, key=f"S_rect_{cam}", what="image size (W H, pixels)", lo=1,
+                        hi=MAX_IMAGE_SIDE) for v in S)
+        p_line, p_key = table[f"P_rect_{cam}"][1], f"P_rect_{cam}"
+        if P[2, 2] != 1.0 or P[2, 3] != 0.0 or P[1, 3] != 0.0 or P[2, 0] != 0.0 or P[2, 1] != 0.0:
+            raise layout_error(p, "expected a rectified projection K [I | t] with t = (tx, 0, 0)", line=p_line,
+                               key=p_key)
+        numbers(p, [P[0, 0], P[1, 1]], line=p_line, key=p_key, what="focal lengths fx, fy (pixels)", lo=1e-3,
+                hi=MAX_FOCAL_PX)
+        numbers(p, [P[0, 2]], line=p_line, key=p_key, what=f"principal point cx (pixels, image width {w})",
+                lo=-w, hi=2 * w)
+        numbers(p, [P[1, 2]], line=p_line, key=p_key, what=f"principal point cy (pixels, image height {h})",
+                lo=-h, hi=2 * h)
+        numbers(p, [P[0, 3] / P[0, 0]], line=p_line, key=p_key, what="stereo baseline tx / fx (metres)",
+                lo=-MAX_BASELINE_M, hi=MAX_BASELINE_M)
         T = np.eye(4)
         # P_rect_0k = K [I | (-b, 0, 0)]: rectified camera k sees rect-0 points shifted by -b along x.
         T[0, 3] = P[0, 3] / P[0, 0]
@@ -153,7 +185,8 @@ def read_cam_to_pose(path: str | Path, cam: str = "00") -> np.ndarray:
 def read_cam_to_velo(path: str | Path) -> np.ndarray:
     """``calib_cam_to_velo.txt``: one line of 12 numbers, unrectified camera 00 -> Velodyne."""
     p = require_file(path, "KITTI-360 camera-to-Velodyne calibration", "download the calibration archive")
-    lines = [(i, ln) for i, ln in enumerate(p.read_text().splitlines(), 1) if ln.strip()]
+    lines = [(i, ln) for i, ln in enumerate(read_text(p, "KITTI-360 calibration file").splitlines(), 1)
+             if ln.strip()]
     if len(lines) != 1:
         raise layout_error(p, f"expected one line of 12 numbers, found {len(lines)} non-empty lines")
     i, ln = lines[0]
@@ -178,44 +211,62 @@ def read_calibration(root: Path, cams: list[str]) -> Calibration:
 def read_pose_file(path: str | Path) -> dict[int, np.ndarray]:
     """``poses.txt`` (frame + 12) or ``cam0_to_world.txt`` (frame + 16, or + 12) -> ``{frame id: 4x4}``.
 
-    Frames are looked up by id: frames where the car stood still have no line.
+    Frames are looked up by id: frames where the car stood still have no line. Real lines mix fixed and
+    scientific notation, may write the last matrix row as integers and end with a space
+    (``700 -0.940061 -2.932256e-02 ... 0.000000 0 0.000000 1 ``): tokens are split on any whitespace.
+    Every value must be finite, the frame id a non-negative integer, the rotation proper and the
+    translation within ``MAX_POSE_TRANSLATION_M``.
     """
     p = require_file(path, "KITTI-360 pose file", "download data_poses")
     out: dict[int, np.ndarray] = {}
-    for i, ln in enumerate(p.read_text().splitlines(), 1):
+    for i, ln in enumerate(read_text(p, "KITTI-360 pose file").splitlines(), 1):
         if not ln.strip():
             continue
-        vals = _floats(p, ln.split(), i)
-        if vals.size not in (13, 17):
-            raise layout_error(p, f"expected a frame id and 12 (3x4) or 16 (4x4) numbers, got {vals.size} values",
+        toks = ln.split()
+        if len(toks) not in (13, 17):
+            raise layout_error(p, f"expected a frame id and 12 (3x4) or 16 (4x4) numbers, got {len(toks)} values",
                                line=i)
-        frame = vals[0]
-        if frame != int(frame) or frame < 0:
-            raise layout_error(p, f"frame id {frame} is not a non-negative integer", line=i)
-        if vals.size == 17 and not np.allclose(vals[13:], [0, 0, 0, 1], atol=1e-6):
-            raise layout_error(p, f"last matrix row is {vals[13:].tolist()}, expected 0 0 0 1", line=i)
-        T = _rigid(p, vals[1:13], None, i)
-        if int(frame) in out:
-            raise layout_error(p, f"frame {int(frame)} appears twice", line=i)
-        out[int(frame)] = T
+        frame = integer(p, toks[0], line=i, what="frame id", lo=0, hi=MAX_FRAME_ID)
+        vals = _floats(p, toks[1:], i, what="pose matrix")
+        if vals.size == 16 and not np.allclose(vals[12:], [0, 0, 0, 1], atol=1e-6):
+            raise layout_error(p, f"last matrix row is {vals[12:].tolist()}, expected 0 0 0 1", line=i)
+        T = _rigid(p, vals[:12], None, i, max_t=MAX_POSE_TRANSLATION_M)
+        if frame in out:
+            raise layout_error(p, f"frame {frame} appears twice", line=i)
+        out[frame] = T
     if not out:
         raise layout_error(p, "no pose lines")
     return out
 
 
 def read_velodyne(path: str | Path) -> np.ndarray:
-    """A Velodyne ``.bin``: little-endian float32 x 4 (x, y, z, reflectance) per point -> ``[N, 4]``."""
+    """A Velodyne ``.bin``: little-endian float32 x 4 (x, y, z, reflectance) per point -> ``[N, 4]``.
+
+    Refused (``SourceLayoutError`` naming the file): an empty file (a scan always has points), a size that is
+    not a multiple of 16 bytes (truncated), non-finite values, coordinates beyond ``MAX_LIDAR_M``.
+    """
     p = Path(path)
-    n = p.stat().st_size
+    data = read_bytes(p, "Velodyne scan", max_bytes=1 << 30)
+    n = len(data)
+    if n == 0:
+        raise layout_error(p, "Velodyne scan is empty (0 bytes); a scan always has points")
     if n % 16:
-        raise layout_error(p, f"size {n} bytes is not a multiple of 16 (float32 x 4 per point)")
-    return np.fromfile(p, dtype="<f4").reshape(-1, 4)
+        raise layout_error(p, f"size {n} bytes is not a multiple of 16 (float32 x 4 per point): truncated?")
+    pts = np.frombuffer(data, dtype="<f4").reshape(-1, 4)
+    finite = np.isfinite(pts).all(axis=1)
+    if not finite.all():
+        k = int(np.flatnonzero(~finite)[0])
+        raise layout_error(p, f"point {k} of {len(pts)} has a non-finite value {pts[k].tolist()} (damaged scan?)")
+    far = float(np.abs(pts[:, :3]).max())
+    if far > MAX_LIDAR_M:
+        raise layout_error(p, f"a coordinate is {far:.4g} m, beyond the plausible {MAX_LIDAR_M:g} m (damaged scan?)")
+    return pts
 
 
 def read_split_frames(path: Path) -> set[tuple[str, int]]:
     """``2013_05_28_drive_{train,val}_frames.txt`` -> ``{(sequence, frame id)}`` (from the image relpath)."""
     out: set[tuple[str, int]] = set()
-    for i, ln in enumerate(path.read_text().splitlines(), 1):
+    for i, ln in enumerate(read_text(path, "KITTI-360 split file").splitlines(), 1):
         if not ln.strip():
             continue
         rel = ln.split()[0]

@@ -33,6 +33,8 @@ Not converted / limitations:
 from __future__ import annotations
 
 import logging
+import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,15 +43,26 @@ from typing import Any
 import numpy as np
 
 from wai.converters import _kitti360_io as kio
+from wai.converters._media import decode_image, verify_image
+from wai.converters._rawio import (
+    bad_name_reason,
+    broken_problems,
+    broken_scene,
+    dir_problem,
+    is_file,
+    list_dir,
+    raise_if_broken,
+)
 from wai.converters.base import Converter, ConverterOptions, SceneRef, option
 from wai.converters.sampling import BUILDING_BUCKETS, bucket_of, parse_weights, stratified_sample
-from wai.errors import SourceNotFoundError, WaiError, layout_error, require_dir
-from wai.format.codecs import read_labels
+from wai.errors import SourceNotFoundError, UsageError, WaiError, layout_error
+from wai.format.codecs import cv2
 from wai.format.conventions import invert_pose
 from wai.format.projection import project_points, zbuffer
 from wai.format.scene import Modality, SceneWriter
 
 log = logging.getLogger("wai.convert.kitti360")
+_FRAME_RE = re.compile(r"[0-9]{10}")
 
 RAW = "data_2d_raw"
 SEM = "data_2d_semantics/train"
@@ -88,6 +101,8 @@ class Kitti360Converter(Converter):
     provides = frozenset({"image", "depth", "semantic"})
     Options = Kitti360Options
     image_ext = ".png"
+    layout_hint = ("KITTI-360 root: data_2d_raw/<seq>/image_00/data_rect/*.png, "
+                   "data_3d_raw/<seq>/velodyne_points/data/*.bin, data_poses/<seq>/poses.txt, calibration/")
 
     # --- options -------------------------------------------------------------------------------
     @property
@@ -100,8 +115,36 @@ class Kitti360Converter(Converter):
         """Camera ids to convert ("00", "01")."""
         cams = [c.strip() for c in str(self.opts.cameras).split(",") if c.strip()]
         if not cams or any(c not in ("00", "01") for c in cams) or len(set(cams)) != len(cams):
-            raise WaiError(f"--cameras {self.opts.cameras!r}: expected 00 or 00,01")
+            raise UsageError(f"--cameras {self.opts.cameras!r}: expected 00 or 00,01")
         return cams
+
+    def validate_options(self) -> None:
+        """Option values that can never work raise ``UsageError`` before any scene starts."""
+        o = self.opts
+        self.cams  # noqa: B018 - validates --cameras
+        if int(o.frames_per_scene) < 1:
+            raise UsageError(f"--frames-per-scene {o.frames_per_scene}: must be >= 1")
+        lo, hi = float(o.min_depth), float(o.max_depth)
+        if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo < hi):
+            raise UsageError(f"--min-depth {o.min_depth} / --max-depth {o.max_depth}: expected finite metres "
+                             "with 0 <= min < max")
+        if int(o.accumulate) < 0:
+            raise UsageError(f"--accumulate {o.accumulate}: must be >= 0")
+        if o.min_building_ratio is not None and not 0.0 <= float(o.min_building_ratio) <= 1.0:
+            raise UsageError(f"--min-building-ratio {o.min_building_ratio}: expected a fraction in [0, 1]")
+        if o.min_valid_depth is not None and int(o.min_valid_depth) < 0:
+            raise UsageError(f"--min-valid-depth {o.min_valid_depth}: must be >= 0")
+        if o.sample is not None and int(o.sample) < 1:
+            raise UsageError(f"--sample {o.sample}: must be >= 1")
+        try:
+            parse_weights(o.bucket_weights, [b for b, _ in BUILDING_BUCKETS])
+        except WaiError as e:
+            raise UsageError(str(e)) from e
+        if o.sequences:
+            for k in (t.strip() for t in str(o.sequences).split(",") if t.strip()):
+                if not (k.startswith(kio.SEQ_PREFIX) or k.isascii() and k.isdigit()):
+                    raise UsageError(f"--sequences {o.sequences!r}: {k!r} is neither a sequence name "
+                                     f"({kio.SEQ_PREFIX}0000_sync) nor a sequence id (0000)")
 
     def _min_valid_depth(self) -> int | None:
         o = self.opts
@@ -111,8 +154,9 @@ class Kitti360Converter(Converter):
 
     # --- listing -------------------------------------------------------------------------------
     def _sequences(self) -> list[str]:
-        raw = require_dir(self.root / RAW, "KITTI-360 data_2d_raw folder", "pass --input <KITTI-360 root>")
-        seqs = sorted(d.name for d in raw.iterdir() if d.is_dir() and d.name.startswith(kio.SEQ_PREFIX))
+        raw = self.root / RAW
+        entries = list_dir(raw, "KITTI-360 data_2d_raw folder (pass --input <KITTI-360 root>)")
+        seqs = sorted(d.name for d in entries if d.name.startswith(kio.SEQ_PREFIX))
         want = self.opts.sequences
         if want:
             keys = [s.strip() for s in str(want).split(",") if s.strip()]
@@ -136,10 +180,13 @@ class Kitti360Converter(Converter):
         raise SourceNotFoundError(f"missing KITTI-360 poses of {seq}: expected {want} in {d}")
 
     def _frames(self, seq: str) -> list[int]:
-        d = require_dir(self.root / RAW / seq / "image_00" / "data_rect", f"images of {seq}")
+        """Frame ids of camera 00's images (the sequence's time line); a folder that cannot be listed raises."""
+        d = self.root / RAW / seq / "image_00" / "data_rect"
         out = []
-        for p in sorted(d.glob("*.png")):
-            if not (p.stem.isdigit() and len(p.stem) == 10):
+        for p in list_dir(d, f"image folder of {seq} camera 00"):
+            if p.suffix != ".png":
+                continue
+            if not _FRAME_RE.fullmatch(p.stem):
                 raise layout_error(p, "expected a 10-digit frame id as file name, e.g. 0000000250.png")
             out.append(int(p.stem))
         return out
@@ -149,7 +196,31 @@ class Kitti360Converter(Converter):
 
     def _val_frames(self) -> set[tuple[str, int]] | None:
         p = self.root / SEM / "2013_05_28_drive_val_frames.txt"
-        return kio.read_split_frames(p) if p.is_file() else None
+        return kio.read_split_frames(p) if is_file(p) else None
+
+    def _image_path(self, seq: str, cam: str, frame: int) -> Path:
+        return self.root / RAW / seq / f"image_{cam}" / "data_rect" / f"{frame:010d}.png"
+
+    def _building_ratio(self, seq: str, f: int) -> tuple[float | None, str | None]:
+        """Building fraction of camera 00's semantic map of frame ``f`` (None without one) and a drop reason
+        when the map exists but is damaged."""
+        sp = self._sem_path(seq, "00", f)
+        if not is_file(sp):
+            return None, None
+        try:
+            return kio.building_ratio(self._read_semantic(sp, None)), None
+        except WaiError as e:
+            return None, f"bad_semantics: {e}"
+
+    @staticmethod
+    def _read_semantic(path: Path, size: tuple[int, int] | None) -> np.ndarray:
+        """8-bit single-channel label map, verified (complete PNG, size = ``(w, h)``) and decoded."""
+        verify_image(path, "KITTI-360 semantic map", fmt="png", size=size, size_source="perspective.txt S_rect",
+                     channels=(1,), bit_depth=(8,))
+        sem = decode_image(path, cv2.IMREAD_UNCHANGED, "KITTI-360 semantic map")
+        if sem.ndim != 2 or sem.dtype != np.uint8:
+            raise layout_error(path, f"expected an 8-bit single-channel label map, got {sem.dtype} {sem.shape}")
+        return sem
 
     def iter_scenes(self) -> Iterator[SceneRef]:
         """Scenes = runs of ``frames_per_scene`` consecutive selected frames of one split per sequence.
@@ -157,49 +228,75 @@ class Kitti360Converter(Converter):
         With ``--sample`` or ``--min-building-ratio`` the 8-bit semantic PNGs of camera 00 are decoded here,
         once, to get each frame's building ratio: the per-sequence draw must see the whole sequence while
         scenes stay independent units of work (each scene carries its frames' decisions).
+
+        A sequence whose raw files cannot be listed or parsed here (pose file, image folder, split file)
+        becomes one scene named after the sequence that fails with the reason: it never stops the others.
         """
         o = self.opts
-        val = self._val_frames()
         weights = parse_weights(o.bucket_weights, [b for b, _ in BUILDING_BUCKETS])
         n_cams = len(self.cams)
         for seq in self._sequences():
-            try:
-                pose_path, _ = self._pose_file(seq)
-            except SourceNotFoundError as e:
-                log.warning("%s: sequence skipped (%s)", seq, e)
+            reason = bad_name_reason(seq, self.root / RAW / seq)
+            if reason is not None:
+                yield broken_scene(seq, reason)
                 continue
-            posed = set(kio.read_pose_file(pose_path))
-            frames = self._frames(seq)
-            need_ratio = o.sample is not None or o.min_building_ratio is not None
-            ratio: dict[int, float | None] = {}
-            status: dict[int, str | None] = {}
+            try:
+                refs = list(self._sequence_scenes(seq, weights, n_cams))
+            except SourceNotFoundError as e:
+                if self._has_no_poses(seq):
+                    self.skip_scene(seq, str(e))
+                    continue
+                yield broken_scene(seq, str(e))
+                continue
+            except WaiError as e:
+                yield broken_scene(seq, str(e))
+                continue
+            yield from refs
+
+    def _has_no_poses(self, seq: str) -> bool:
+        try:
+            self._pose_file(seq)
+        except SourceNotFoundError:
+            return True
+        return False
+
+    def _sequence_scenes(self, seq: str, weights: dict[str, float], n_cams: int) -> Iterator[SceneRef]:
+        o = self.opts
+        val = self._val_frames()
+        pose_path, _ = self._pose_file(seq)
+        posed = set(kio.read_pose_file(pose_path))
+        frames = self._frames(seq)
+        need_ratio = o.sample is not None or o.min_building_ratio is not None
+        ratio: dict[int, float | None] = {}
+        status: dict[int, str | None] = {}
+        for f in frames:
+            status[f] = None if f in posed else "no_pose"
+            ratio[f] = None
+            if need_ratio and f in posed:
+                ratio[f], bad = self._building_ratio(seq, f)
+                if bad is not None:
+                    status[f] = bad
+        if o.min_building_ratio is not None:
             for f in frames:
-                status[f] = None if f in posed else "no_pose"
-                ratio[f] = None
-                if need_ratio and f in posed:
-                    sp = self._sem_path(seq, "00", f)
-                    ratio[f] = kio.building_ratio(read_labels(sp)) if sp.is_file() else None
-            if o.min_building_ratio is not None:
-                for f in frames:
-                    if status[f] is None:
-                        if ratio[f] is None:
-                            status[f] = "no_semantics"
-                        elif ratio[f] < o.min_building_ratio:
-                            status[f] = "low_building_ratio"
-            report = None
-            if o.sample is not None:
-                for f in frames:
-                    if status[f] is None and ratio[f] is None:
+                if status[f] is None:
+                    if ratio[f] is None:
                         status[f] = "no_semantics"
-                elig = {f: float(ratio[f]) for f in frames if status[f] is None}  # type: ignore[arg-type]
-                res = stratified_sample(elig, int(o.sample), weights, int(o.seed), seq)
-                for f in elig:
-                    if f not in res.selected:
-                        status[f] = "not_sampled"
-                report = res.summary()
-            rows = [{"frame": f, "status": status[f], "ratio": ratio[f],
-                     "bucket": None if ratio[f] is None else bucket_of(ratio[f])} for f in frames]
-            yield from self._chunk(seq, rows, val, report, n_cams)
+                    elif ratio[f] < o.min_building_ratio:
+                        status[f] = "low_building_ratio"
+        report = None
+        if o.sample is not None:
+            for f in frames:
+                if status[f] is None and ratio[f] is None:
+                    status[f] = "no_semantics"
+            elig = {f: float(ratio[f]) for f in frames if status[f] is None}  # type: ignore[arg-type]
+            res = stratified_sample(elig, int(o.sample), weights, int(o.seed), seq)
+            for f in elig:
+                if f not in res.selected:
+                    status[f] = "not_sampled"
+            report = res.summary()
+        rows = [{"frame": f, "status": status[f], "ratio": ratio[f],
+                 "bucket": None if ratio[f] is None else bucket_of(ratio[f])} for f in frames]
+        yield from self._chunk(seq, rows, val, report, n_cams)
 
     def _chunk(self, seq: str, rows: list[dict[str, Any]], val: set[tuple[str, int]] | None,
                report: dict[str, Any] | None, n_cams: int) -> Iterator[SceneRef]:
@@ -237,21 +334,64 @@ class Kitti360Converter(Converter):
             log.warning("%s: no frame selected; %d frames dropped (%s)", seq, len(pending), ", ".join(reasons))
 
     def check_scene(self, scene: SceneRef) -> list[str]:
-        """Missing images/scans of the scene's selected frames and calibration/pose problems."""
-        problems = []
+        """Every problem with the raw files of the scene's selected frames, before conversion: calibration and
+        pose file (numbers finite and plausible), image folders, each image (complete PNG of the S_rect size),
+        each Velodyne scan (non-empty, whole points, finite), each semantic map that exists."""
+        broken = broken_problems(scene)
+        if broken is not None:
+            return broken
+        problems: list[str] = []
+        seq = scene.data["seq"]
+        calib = None
         try:
-            kio.read_calibration(self.root, self.cams)
-            self._pose_file(scene.data["seq"])
+            calib = kio.read_calibration(self.root, self.cams)
         except WaiError as e:
             problems.append(str(e))
-        seq = scene.data["seq"]
+        try:
+            kio.read_pose_file(self._pose_file(seq)[0])
+        except WaiError as e:
+            problems.append(str(e))
+        folders = {}
+        for c in self.cams:
+            d = self.root / RAW / seq / f"image_{c}" / "data_rect"
+            folders[c] = dir_problem(d)
+            if folders[c] is not None:
+                problems.append(f"{d}: image folder of camera {c} is {folders[c]}")
+        for c in self.cams:
+            d = self._sem_path(seq, c, 0).parent
+            sem_problem = dir_problem(d)
+            if sem_problem not in (None, "missing"):
+                problems.append(f"{d}: semantic folder of camera {c} is {sem_problem}")
         for r in scene.data["rows"]:
             if r["status"] is not None:
                 continue
             f = r["frame"]
-            paths = [self.root / RAW / seq / f"image_{c}" / "data_rect" / f"{f:010d}.png" for c in self.cams]
-            paths.append(self._velo_path(seq, f))
-            problems += [f"missing {p}" for p in paths if not p.is_file()]
+            for c in self.cams:
+                if folders[c] is not None:
+                    continue
+                img = self._image_path(seq, c, f)
+                size = None if calib is None else (calib.cameras[c].camera.w, calib.cameras[c].camera.h)
+                try:
+                    verify_image(img, "KITTI-360 image", fmt="png", size=size,
+                                 size_source=f"calibration/perspective.txt S_rect_{c}", channels=(3,), bit_depth=(8,))
+                except WaiError as e:
+                    problems.append(str(e))
+                sp = self._sem_path(seq, c, f)
+                if is_file(sp):
+                    try:
+                        verify_image(sp, "KITTI-360 semantic map", fmt="png", size=size,
+                                     size_source=f"calibration/perspective.txt S_rect_{c}", channels=(1,),
+                                     bit_depth=(8,))
+                    except WaiError as e:
+                        problems.append(str(e))
+            velo = self._velo_path(seq, f)
+            if not is_file(velo):
+                problems.append(f"missing {velo}")
+            else:
+                try:
+                    kio.read_velodyne(velo)
+                except WaiError as e:
+                    problems.append(str(e))
         return problems
 
     # --- conversion ----------------------------------------------------------------------------
@@ -266,7 +406,12 @@ class Kitti360Converter(Converter):
         return {f: calib.rect0_to_world_from_imu(T) for f, T in raw.items()}, kind, path
 
     def convert_scene(self, scene: SceneRef, writer: SceneWriter) -> dict[str, Any]:
-        """Write the scene's frames (both cameras per time step), drops with their reasons, and the sampling report."""
+        """Write the scene's frames (both cameras per time step), drops with their reasons, and the sampling report.
+
+        A damaged per-frame file (image, Velodyne scan, semantic map) or an unreadable image folder drops that
+        frame with a reason naming the file; damaged calibration or poses fail the scene.
+        """
+        raise_if_broken(scene)
         o = self.opts
         seq = scene.data["seq"]
         cams = self.cams
@@ -300,11 +445,19 @@ class Kitti360Converter(Converter):
         })
 
         scans: dict[int, np.ndarray | None] = {}
+        bad_scans: dict[int, str] = {}
+        folders = {c: dir_problem(self.root / RAW / seq / f"image_{c}" / "data_rect") for c in cams}
+        sem_folders = {c: dir_problem(self._sem_path(seq, c, 0).parent) for c in cams}
 
         def scan(f: int) -> np.ndarray | None:
             if f not in scans:
                 p = self._velo_path(seq, f)
-                scans[f] = kio.read_velodyne(p)[:, :3].astype(np.float64) if p.is_file() else None
+                scans[f] = None
+                if is_file(p):
+                    try:
+                        scans[f] = kio.read_velodyne(p)[:, :3].astype(np.float64)
+                    except WaiError as e:
+                        bad_scans[f] = f"bad_lidar: {e}"
             return scans[f]
 
         counts: dict[str, int] = {}
@@ -321,11 +474,20 @@ class Kitti360Converter(Converter):
             cur = scan(f)
             if cur is None:
                 for cam in cams:
-                    self._drop(writer, calib, f, cam, "no_lidar", sampling_bucket=bucket)
+                    self._drop(writer, calib, f, cam, bad_scans.get(f, "no_lidar"), sampling_bucket=bucket)
                 continue
             nb = [posed[j] for j in range(max(0, index[f] - K), min(len(posed), index[f] + K + 1)) if j != index[f]]
             nb = [g for g in nb if scan(g) is not None]
             for cam in cams:
+                if folders[cam] is not None:
+                    d = self.root / RAW / seq / f"image_{cam}" / "data_rect"
+                    self._drop(writer, calib, f, cam, f"no_image: {d} is {folders[cam]}", sampling_bucket=bucket)
+                    continue
+                if sem_folders[cam] not in (None, "missing"):
+                    d = self._sem_path(seq, cam, f).parent
+                    self._drop(writer, calib, f, cam, f"bad_semantics: {d} is {sem_folders[cam]}",
+                               sampling_bucket=bucket)
+                    continue
                 self._frame(writer, calib, poses, seq, f, cam, cur, [(g, scans[g]) for g in nb], bucket, mvd)
             if bucket is not None:
                 counts[bucket] = counts.get(bucket, 0) + 1
@@ -347,21 +509,28 @@ class Kitti360Converter(Converter):
         rc = calib.cameras[cam]
         camera = rc.camera
         name = f"{f:010d}_{cam}"
-        img = self.root / RAW / seq / f"image_{cam}" / "data_rect" / f"{f:010d}.png"
-        if not img.is_file():
+        img = self._image_path(seq, cam, f)
+        if not is_file(img):
             self._drop(writer, calib, f, cam, "no_image", sampling_bucket=bucket)
             return
+        try:  # copied verbatim below: a complete 8-bit RGB PNG of the calibrated size, or the frame is dropped
+            verify_image(img, "KITTI-360 image", fmt="png", size=(camera.w, camera.h),
+                         size_source=f"calibration/perspective.txt S_rect_{cam}", channels=(3,), bit_depth=(8,))
+        except WaiError as e:
+            self._drop(writer, calib, f, cam, f"bad_image: {e}", sampling_bucket=bucket)
+            return
+        sem_path = self._sem_path(seq, cam, f)
+        sem = None
+        if is_file(sem_path):
+            try:
+                sem = self._read_semantic(sem_path, (camera.w, camera.h))
+            except WaiError as e:
+                self._drop(writer, calib, f, cam, f"bad_semantics: {e}", sampling_bucket=bucket)
+                return
         c2w = poses[f] @ invert_pose(rc.rect_from_rect0)
         depth, n_points = self._depth(calib, poses, f, cam, c2w, cur, neighbours)
         depth = self._occlusion(depth)
         n_proj = int(np.count_nonzero(depth > 0))
-        sem_path = self._sem_path(seq, cam, f)
-        sem = None
-        if sem_path.is_file():
-            sem = read_labels(sem_path)
-            if sem.shape != camera.shape or sem.dtype != np.uint8:
-                raise layout_error(sem_path, f"expected an 8-bit {camera.w}x{camera.h} label map, got {sem.dtype} "
-                                   f"{sem.shape[::-1]}")
         ratio = kio.building_ratio(sem) if sem is not None else None
         building = sem == kio.BUILDING_ID if sem is not None else None
         if bucket is None and ratio is not None:  # not sampled: the frame's own bucket, for the statistics

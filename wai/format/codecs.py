@@ -41,6 +41,9 @@ __all__ = [
     "read_mask",
     "read_labels",
     "decode",
+    "imdecode",
+    "imread_bytes_safe",
+    "read_file_bytes",
 ]
 
 DEPTH_PRECISIONS = ("float16", "float32")
@@ -114,11 +117,47 @@ def encode_labels(labels: np.ndarray) -> bytes:
     return _encode(".png", np.ascontiguousarray(lab), [cv2.IMWRITE_PNG_COMPRESSION, PNG_LEVEL], "label map")
 
 
+def read_file_bytes(path: str | Path, what: str = "file") -> np.ndarray:
+    """The bytes of ``path`` as a uint8 array, read with Python's own file API.
+
+    Byte-safe: any path the OS accepts works, including names that are not valid UTF-8 (Python keeps such
+    bytes as surrogate escapes, which ``cv2.imread(str(path))`` cannot take: it crashes the process).
+    Raises ``SceneNotFoundError`` when the file is missing and ``SchemaError`` naming it when it cannot be read.
+    """
+    p = Path(path)
+    try:
+        with open(p, "rb") as fh:
+            return np.frombuffer(fh.read(), dtype=np.uint8)
+    except FileNotFoundError as e:
+        raise SceneNotFoundError(f"missing {what} file: {p}") from e
+    except IsADirectoryError as e:
+        raise SchemaError(f"{p}: expected a {what} file, found a directory") from e
+    except OSError as e:
+        raise SchemaError(f"{p}: cannot read {what} ({e.strerror or e})") from e
+
+
+def imdecode(buf: np.ndarray | bytes, flags: int) -> np.ndarray | None:
+    """``cv2.imdecode`` of encoded bytes, or None when OpenCV cannot decode them (empty or corrupt data)."""
+    arr = np.frombuffer(buf, dtype=np.uint8) if isinstance(buf, (bytes, bytearray, memoryview)) else buf
+    if arr.size == 0:
+        return None
+    try:
+        return cv2.imdecode(arr, flags)
+    except cv2.error:  # OpenCV raises (instead of returning None) on some malformed headers
+        return None
+
+
+def imread_bytes_safe(path: str | Path, flags: int, what: str = "image") -> np.ndarray | None:
+    """Decode the file at ``path`` (read by Python, decoded from memory), or None if OpenCV cannot decode it.
+
+    Use this instead of ``cv2.imread(str(path))`` everywhere: see ``read_file_bytes``.
+    """
+    return imdecode(read_file_bytes(path, what), flags)
+
+
 def _imread(path: str | Path, flags: int, what: str) -> np.ndarray:
     p = Path(path)
-    if not p.is_file():
-        raise SceneNotFoundError(f"missing {what} file: {p}")
-    img = cv2.imread(str(p), flags)
+    img = imread_bytes_safe(p, flags, what)
     if img is None:
         raise SchemaError(f"{p}: could not decode {what} (corrupt file or wrong extension)")
     return img
@@ -129,7 +168,7 @@ def imread_rgb(path: str | Path) -> np.ndarray | None:
 
     Decoded straight into RGB order (OpenCV >= 4.10), saving a full-image BGR->RGB copy per read.
     """
-    return cv2.imread(str(path), cv2.IMREAD_COLOR_RGB)
+    return imread_bytes_safe(path, cv2.IMREAD_COLOR_RGB)
 
 
 def read_image(path: str | Path) -> np.ndarray:

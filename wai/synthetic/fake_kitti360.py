@@ -15,8 +15,10 @@ perspective cameras 00/01 at the real size 1408x376 with the published calibrati
     <root>/data_poses/<seq>/cam0_to_world.txt   frame + 16 (rectified camera 00 -> world)
 
 Quirks reproduced: one frame (``no_pose_index``) has no line in either pose file; the first frame has
-no semantic PNG; the last frames are listed in the val split file. The world is z-up; the car drives
-along +x with a level Velodyne at ``VELO_HEIGHT``; camera 00 follows from the real calibration
+no semantic PNG; the last frames are listed in the val split file; ``cam0_to_world.txt`` lines are written
+like the real ones (``700 -0.940061 -2.932256e-02 0.339745 -1.402337e+03 ... 0.000000 0 0.000000 1 ``):
+fixed and scientific notation mixed, the last row partly as integers, a trailing space. The world
+is z-up; the car drives along +x with a level Velodyne at ``VELO_HEIGHT``; camera 00 follows from the real calibration
 (about 1.6 m high, pitched ~5 degrees down). Calibration numbers are written rounded and the ground
 truth is computed from the rounded values, so it is exactly what the files say.
 """
@@ -79,6 +81,34 @@ def _rounded(vals: np.ndarray | list[float], decimals: int) -> np.ndarray:
     return np.array([float(t) for t in _fmt(vals, decimals).split()], dtype=np.float64)
 
 
+def _real_pose_line(frame: int, T: np.ndarray) -> str:
+    """A ``cam0_to_world.txt`` line as the real files write it: ``%.6f`` for values in [0.1, 1000),
+    ``%.6e`` otherwise (``-2.932256e-02``, ``-1.402337e+03``), the last row ``0.000000 0 0.000000 1`` and a
+    trailing space."""
+    def tok(v: float) -> str:
+        return f"{v:.6f}" if 0.1 <= abs(v) < 1000.0 else f"{v:.6e}"
+    head = " ".join(tok(float(v)) for v in np.asarray(T, dtype=np.float64)[:3, :4].ravel())
+    return f"{frame} {head} 0.000000 0 0.000000 1 \n"
+
+
+def _rounded_real(T: np.ndarray) -> np.ndarray:
+    """The 3x4 of ``T`` as a reader gets it back from ``_real_pose_line``."""
+    toks = _real_pose_line(0, T).split()[1:13]
+    return np.array([float(t) for t in toks], dtype=np.float64)
+
+
+def _p_rect(cam: str, scale: float) -> list[float]:
+    """``P_rect_<cam>`` of the published calibration for images scaled by ``scale`` (K and tx scale)."""
+    P = np.reshape(P_RECT[cam], (3, 4)).copy()
+    P[:2] *= scale
+    return P.ravel().tolist()
+
+
+def image_size(scale: float = 1.0) -> tuple[int, int]:
+    """``(W, H)`` of the fake's rectified images for ``scale`` (1408x376 at 1)."""
+    return int(round(W * scale)), int(round(H * scale))
+
+
 def _h(vals: np.ndarray) -> np.ndarray:
     T = np.eye(4)
     T[:3, :4] = np.asarray(vals, dtype=np.float64).reshape(3, 4)
@@ -101,7 +131,8 @@ class Kitti360Truth:
 
 
 @lru_cache(maxsize=4)
-def fake_truth(n_frames: int = 8, no_pose_index: int = 3, step: float = 1.0, seed: int = 0) -> Kitti360Truth:
+def fake_truth(n_frames: int = 8, no_pose_index: int = 3, step: float = 1.0, seed: int = 0,
+               scale: float = 1.0) -> Kitti360Truth:
     """The geometry ``make_fake`` writes (deterministic; cached per parameter set)."""
     world = World.street(seed)
     rng = np.random.default_rng(seed + 360)
@@ -111,10 +142,10 @@ def fake_truth(n_frames: int = 8, no_pose_index: int = 3, step: float = 1.0, see
     c2v = _h(np.array(CAM_TO_VELO))  # written with repr(): exact
     c2p = _h(_rounded(CAM_TO_POSE["image_00"], 10))
     rect0_from_velo = R0 @ np.linalg.inv(c2v)
-    P01 = _rounded(P_RECT["01"], 6)
+    P01 = _rounded(_p_rect("01", scale), 6)
     baseline = -P01[3] / P01[0]
-    K = _rounded(P_RECT["00"], 6).reshape(3, 4)[:, :3]
-    camera = Camera.from_K(K, W, H)
+    K = _rounded(_p_rect("00", scale), 6).reshape(3, 4)[:, :3]
+    camera = Camera.from_K(K, *image_size(scale))
     frames = [FIRST_FRAME + i for i in range(n_frames)]
     posed = [f for i, f in enumerate(frames) if i != no_pose_index]
     cams: dict[str, dict[int, np.ndarray]] = {"00": {}, "01": {}}
@@ -127,8 +158,8 @@ def fake_truth(n_frames: int = 8, no_pose_index: int = 3, step: float = 1.0, see
         v2w = make_pose(rot_z(yaw), [-4.0 + i * step, -1.5 + rng.uniform(-0.2, 0.2), VELO_HEIGHT])
         c2w = v2w @ np.linalg.inv(rect0_from_velo)
         c2w[:3, :3] = orthonormalize(c2w[:3, :3])
-        # The truth is what cam0_to_world.txt says (9 decimals); the scan is simulated from it.
-        c2w = _h(_rounded(c2w[:3, :4], 9))
+        # The truth is what cam0_to_world.txt says (real-style 7 significant digits); the scan is simulated from it.
+        c2w = _h(_rounded_real(c2w))
         cams["00"][f] = c2w
         cams["01"][f] = c2w @ shift
         velo[f] = c2w @ rect0_from_velo
@@ -136,7 +167,7 @@ def fake_truth(n_frames: int = 8, no_pose_index: int = 3, step: float = 1.0, see
     return Kitti360Truth(world, frames, posed, camera, cams, velo, rect0_from_velo, imu, baseline)
 
 
-def _write_calibration(root: Path, truth: Kitti360Truth) -> None:
+def _write_calibration(root: Path, truth: Kitti360Truth, scale: float = 1.0) -> None:
     d = root / "calibration"
     d.mkdir(parents=True, exist_ok=True)
     R = {c: orthonormalize(np.reshape(R_RECT[c], (3, 3))) for c in R_RECT}
@@ -149,9 +180,9 @@ def _write_calibration(root: Path, truth: Kitti360Truth) -> None:
             f"D_{c}: {_fmt([-0.3, 0.1, 0.0, 0.0, 0.0], 6)}",
             f"R_{c}: {_fmt(np.eye(3), 6)}",
             f"T_{c}: {_fmt([0.0, 0.0, 0.0], 6)}",
-            f"S_rect_{c}: {float(W):.6e} {float(H):.6e}",
+            f"S_rect_{c}: {float(truth.camera.w):.6e} {float(truth.camera.h):.6e}",
             f"R_rect_{c}: {_fmt(R[c], 6)}",
-            f"P_rect_{c}: {_fmt(P_RECT[c], 6)}",
+            f"P_rect_{c}: {_fmt(_p_rect(c, scale), 6)}",
         ]
     (d / "perspective.txt").write_text("\n".join(lines) + "\n")
     # image_01 is made consistent with the rectified baseline: unrect cam1 -> pose.
@@ -189,7 +220,7 @@ def _set_building_ratio(labels: np.ndarray, ratio: float) -> np.ndarray:
 
 def make_fake(root: str | Path, n_frames: int = 8, no_pose_index: int = 3, n_val: int = 3, seed: int = 0,
               lidar_channels: int = 64, lidar_h_res_deg: float = 0.2,
-              building_ratios: Sequence[float | None] | None = None) -> FakeInfo:
+              building_ratios: Sequence[float | None] | None = None, scale: float = 1.0) -> FakeInfo:
     """Write the fake sequence; ``FakeInfo.options`` asks for both cameras and 4 frames per scene.
 
     Expected output: ``n_frames - 1`` posed frames x 2 cameras, in 2 scenes (train frames, then the
@@ -199,13 +230,15 @@ def make_fake(root: str | Path, n_frames: int = 8, no_pose_index: int = 3, n_val
     cameras so the building pixel fraction of that frame is exactly ``round(ratio * W * H) / (W * H)``,
     e.g. to put frames into every ``--sample`` bucket (the rendered street is building-rich everywhere).
     The edited label maps no longer match the images; None keeps the rendered labels.
+
+    ``scale`` shrinks the images (and ``S_rect``/``P_rect`` with them) for fast tests, e.g. 0.25 -> 352x94.
     """
     root = Path(root)
     if building_ratios is not None and (len(building_ratios) != n_frames or any(
             r is not None and not 0.0 <= r <= 1.0 for r in building_ratios)):
         raise ValueError(f"building_ratios: expected {n_frames} values in [0, 1] or None, got {building_ratios!r}")
-    truth = fake_truth(n_frames, no_pose_index, seed=seed)
-    _write_calibration(root, truth)
+    truth = fake_truth(n_frames, no_pose_index, seed=seed, scale=scale)
+    _write_calibration(root, truth, scale)
     raw = root / "data_2d_raw" / SEQ
     sem = root / "data_2d_semantics" / "train" / SEQ
     velo_dir = root / "data_3d_raw" / SEQ / "velodyne_points"
@@ -239,7 +272,7 @@ def make_fake(root: str | Path, n_frames: int = 8, no_pose_index: int = 3, n_val
         (root / "data_2d_semantics" / "train" / f"2013_05_28_drive_{split}_frames.txt").write_text(
             "".join(r + "\n" for r in rows))
     (poses_dir / "cam0_to_world.txt").write_text("".join(
-        f"{f} {_fmt(truth.cam_to_world['00'][f], 9)}\n" for f in truth.posed))
+        _real_pose_line(f, truth.cam_to_world["00"][f]) for f in truth.posed))
     (poses_dir / "poses.txt").write_text("".join(
         f"{f} {_fmt(truth.imu_to_world[f][:3, :4], 9)}\n" for f in truth.posed))
     n_out = len(truth.posed) * 2
