@@ -27,13 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-import torch.distributed as dist
-import torch.nn.functional as F
-from torch import nn
-from torch.nn.parallel import DistributedDataParallel
-
-from wai.loaders import ViewBatchSampler, WAIDataset, collate_views
+# torch and the loader are imported after the arguments are parsed (``--help`` answers at once).
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -56,11 +50,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--log-every", type=int, default=1)
     p.add_argument("--synthetic-scenes", type=int, default=2)
     p.add_argument("--synthetic-frames", type=int, default=8)
+    p.add_argument("--group-by", nargs="+", default=None, choices=["camera_model", "dataset"],
+                   help="keep every batch to one camera model and/or one dataset (see docs/training.md)")
     return p.parse_args(argv)
 
 
-def setup_distributed(backend: str | None) -> tuple[int, int, torch.device, str]:
+def setup_distributed(backend: str | None) -> tuple[int, int, Any, str]:
     """Initialise the process group: ``env://`` under torchrun, a private file store for a plain process."""
+    import torch
+    import torch.distributed as dist
+
     backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
         dist.init_process_group(backend)
@@ -79,26 +78,34 @@ def setup_distributed(backend: str | None) -> tuple[int, int, torch.device, str]
     return rank, world, device, backend
 
 
-class DepthNet(nn.Module):
-    """Tiny encoder-decoder: RGB [B,3,H,W] (normalised) -> log range [B,1,H,W]."""
+def make_model(width: int = 32) -> Any:
+    """Tiny encoder-decoder (``DepthNet``): RGB [B,3,H,W] (normalised) -> log range [B,1,H,W]."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
 
-    def __init__(self, width: int = 32) -> None:
-        super().__init__()
-        self.enc = nn.Sequential(
-            nn.Conv2d(3, width // 2, 3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(width // 2, width, 3, stride=2, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(width, width, 3, padding=1), nn.ReLU(inplace=True),
-        )
-        self.dec = nn.Sequential(nn.Conv2d(width + 3, width // 2, 3, padding=1), nn.ReLU(inplace=True),
-                                 nn.Conv2d(width // 2, 1, 3, padding=1))
+    class DepthNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.enc = nn.Sequential(
+                nn.Conv2d(3, width // 2, 3, padding=1), nn.ReLU(inplace=True),
+                nn.Conv2d(width // 2, width, 3, stride=2, padding=1), nn.ReLU(inplace=True),
+                nn.Conv2d(width, width, 3, padding=1), nn.ReLU(inplace=True),
+            )
+            self.dec = nn.Sequential(nn.Conv2d(width + 3, width // 2, 3, padding=1), nn.ReLU(inplace=True),
+                                     nn.Conv2d(width // 2, 1, 3, padding=1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = F.interpolate(self.enc(x), size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return self.dec(torch.cat([f, x], dim=1))
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            f = F.interpolate(self.enc(x), size=x.shape[-2:], mode="bilinear", align_corners=False)
+            return self.dec(torch.cat([f, x], dim=1))
+
+    return DepthNet()
 
 
-def batch_to_tensors(views: list[dict[str, Any]], device: torch.device) -> dict[str, torch.Tensor]:
+def batch_to_tensors(views: list[dict[str, Any]], device: Any) -> dict[str, Any]:
     """Flatten a ``collate_views`` batch (V views of [B, ...]) to [B*V, ...] tensors on ``device``."""
+    import torch
+
     def cat(key: str) -> torch.Tensor:
         return torch.cat([v[key] for v in views], dim=0).to(device, non_blocking=True)
 
@@ -108,8 +115,10 @@ def batch_to_tensors(views: list[dict[str, Any]], device: torch.device) -> dict[
     return out
 
 
-def loss_fn(pred_log_range: torch.Tensor, b: dict[str, torch.Tensor]) -> torch.Tensor:
+def loss_fn(pred_log_range: Any, b: dict[str, Any]) -> Any:
     """Weighted L1 of log range + relative L1 of camera-frame points, over valid pixels."""
+    import torch
+
     lr = pred_log_range[:, 0]
     valid = b["valid"]
     w = b["weights"] * valid
@@ -130,6 +139,8 @@ def prepare_data(args: argparse.Namespace, rank: int) -> list[Any]:
                 else (r, "", "")
             roots.append((path, float(weight)) if weight else path)
         return roots
+    import torch.distributed as dist
+
     data = args.out / "synthetic_data"
     if rank == 0 and not (data / "_meta").is_dir():
         from wai.loaders.covisibility import run_covisibility
@@ -142,7 +153,13 @@ def prepare_data(args: argparse.Namespace, rank: int) -> list[Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
+    args = parse_args(argv)  # before importing torch: --help and argument errors answer at once
+    import torch
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from wai.loaders import ViewBatchSampler, WAIDataset, collate_views
+
     rank, world, device, backend = setup_distributed(args.backend)
     torch.manual_seed(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -156,7 +173,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     per_step = max(1, args.images_per_gpu // max_views) * world
     dataset = WAIDataset(roots, split=args.split, num_views=num_views, resolution=resolutions,
                          sampling=args.sampling, seed=args.seed, samples_per_epoch=max(len(probe), per_step * 8))
-    sampler = ViewBatchSampler(dataset, args.images_per_gpu, shuffle=True, seed=args.seed)
+    sampler = ViewBatchSampler(dataset, args.images_per_gpu, shuffle=True, seed=args.seed, group_by=args.group_by)
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_views,
                                          num_workers=args.workers, pin_memory=device.type == "cuda",
                                          persistent_workers=False)
@@ -164,7 +181,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if len(sampler) == 0:
         raise SystemExit(f"no batches: {len(dataset)} samples cannot fill {world} rank(s) x "
                          f"{args.images_per_gpu} images; lower --images-per-gpu or add data")
-    model = DepthNet().to(device)
+    model = make_model().to(device)
     ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     opt = torch.optim.Adam(ddp.parameters(), lr=args.lr)
 
