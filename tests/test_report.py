@@ -287,3 +287,110 @@ def test_empty_scenes_are_reported(tmp_path: Path) -> None:
     overview = text.split("| dataset | split | scenes | frames | dropped frames | failed scenes | empty scenes |")[1]
     assert re.search(r"\| toy \| \*\*all\*\* \| 1 \| \d+ \| \d+ \| 0 \| 1 \|", overview.split("\n\n")[0])
     assert "id='empty'" in html.read_text() or 'id="empty"' in html.read_text()
+
+
+# --- issue 18: units, bounded reads, data safety ---------------------------------------------------------------
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst, symlinks=True)
+    return dst
+
+
+def _depth_units(md: str) -> dict[str, str]:
+    """dataset -> the `unit` column of the Depth section's first quantile table."""
+    rows = _table(md.split("## Depth", 1)[1], ("dataset", "frames", "min"))
+    return {r["dataset"]: r["unit"] for r in rows}
+
+
+def test_depth_unit_from_manifest_then_scene_meta(tmp_path: Path, outs: dict[str, Path]) -> None:
+    root = _copy(outs["synthetic"], tmp_path / "synth")
+    assert _manifest(root)["scale_type"] == "metric"
+    assert tb.depth_unit(tb.load_dataset(root)) == "m"
+    md = tmp_path / "r.md"
+    run_report([root], markdown=md)
+    assert _depth_units(md.read_text()) == {"synthetic": "m"}
+
+    # An older manifest without scale_type: the scenes' scene_meta.json says relative -> unitless, never metres.
+    m = _manifest(root)
+    del m["scale_type"]
+    (root / "_meta" / "manifest.json").write_text(json.dumps(m))
+    for meta_path in root.glob("*/scene_meta.json"):
+        meta = json.loads(meta_path.read_text())
+        meta["scale_type"] = "relative"
+        meta_path.write_text(json.dumps(meta))
+    t = tb.load_dataset(root)
+    assert t.scale_type == "relative" and tb.depth_unit(t) == "unitless"
+    run_report([root], markdown=md)
+    assert _depth_units(md.read_text()) == {"synthetic": "unitless"}
+    assert "unitless for relative-scale" in md.read_text()
+
+    # Neither says: unknown, not metres.
+    for meta_path in root.glob("*/scene_meta.json"):
+        meta = json.loads(meta_path.read_text())
+        del meta["scale_type"]
+        meta_path.write_text(json.dumps(meta))
+    assert tb.depth_unit(tb.load_dataset(root)) == "units unknown"
+
+
+def test_manifest_read_is_size_capped(outs: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    from wai.errors import SchemaError
+    from wai.format.paths import MAX_JSON_ENV
+
+    monkeypatch.setenv(MAX_JSON_ENV, "0.0001")  # ~100 bytes: every manifest is above it
+    with pytest.raises(SchemaError, match="manifest.*cap"):
+        tb.load_dataset(outs["synthetic"])
+
+
+def _suggested_outputs(message: str) -> list[Path]:
+    return [Path(p).resolve() for p in re.findall(r"--output (\S+?)[,.]?(?:\s|$)", message)]
+
+
+def test_report_on_raw_data_never_suggests_converting_into_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from wai.cli import report_main
+
+    raw = make_fake(tmp_path / "raw_synth", n_scenes=2, n_frames=2).root.resolve()
+    monkeypatch.chdir(tmp_path)
+    for target in (raw, raw / "scene_000", Path("raw_synth")):
+        with pytest.raises(SceneNotFoundError) as e:
+            run_report([target], markdown=tmp_path / "r.md")
+        msg = str(e.value)
+        outs_ = _suggested_outputs(msg)
+        assert outs_ and all(o != raw and raw not in o.parents for o in outs_), msg
+        assert "looks like a raw synthetic dataset" in msg and outs_[0] == tmp_path / "raw_synth_wai", msg
+    res = CliRunner().invoke(report_main, ["raw_synth"])
+    assert res.exit_code == 1 and "--output raw_synth_wai" in res.output, res.output
+    # An unknown folder: still a sibling, never the folder itself.
+    (tmp_path / "notes").mkdir()
+    with pytest.raises(SceneNotFoundError) as e:
+        run_report([tmp_path / "notes"])
+    assert _suggested_outputs(str(e.value)) == [tmp_path / "notes_wai"]
+
+
+def test_html_never_embeds_a_file_outside_the_dataset(tmp_path: Path, outs: dict[str, Path]) -> None:
+    """Crafted frame paths (``..``, absolute, a symlink leaving the root) become error captions, not thumbnails."""
+    import cv2
+
+    root = _copy(outs["synthetic"], tmp_path / "crafted")
+    meta_paths = sorted(root.glob("*/scene_meta.json"))
+    first = json.loads(meta_paths[0].read_text())["frames"][0]
+    outside = tmp_path / "outside.png"  # a valid image of the right size: readable if it were followed
+    cv2.imwrite(str(outside), np.full((first["h"], first["w"], 3), 255, np.uint8))
+    crafted = ["../../outside.png", str(outside), "images/link_outside.png"]
+    for meta_path in meta_paths:
+        (meta_path.parent / "images" / "link_outside.png").symlink_to(outside)
+        meta = json.loads(meta_path.read_text())
+        for i, f in enumerate(meta["frames"]):
+            f["image"] = f["file_path"] = crafted[i % 3]
+        meta_path.write_text(json.dumps(meta))
+    html = tmp_path / "r.html"
+    run_report([root], html=html)
+    previews = html.read_text().split("<section id='previews'>", 1)[1].split("</section>", 1)[0]
+    assert "<img" not in previews  # nothing was embedded
+    errors = re.findall(r"class='error'>(.*?)</p>", previews)
+    assert len(errors) == 3 and all("PathEscapeError" in e for e in errors), errors
+    assert any("link_outside.png" in e and "symlink" in e for e in errors)

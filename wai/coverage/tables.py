@@ -142,7 +142,7 @@ def detect_raw(root: str | Path) -> tuple[str, Path] | None:
 def not_converted_message(root: Path, missing: str) -> str:
     """Why ``root`` cannot be reported, and the fix; a suggested ``--output`` never lies inside raw data."""
     if not root.exists():
-        return (f"{root} is not a converted dataset: no such directory, so no {missing}; pass the --output folder "
+        return (f"{root} is not a converted dataset: no such directory, so no {missing}; pass the output folder "
                 f"of a wai-convert run ({FIX})")
     msg = f"{root} is not a converted dataset: missing {missing}; {FIX}"
     raw = detect_raw(root)
@@ -151,7 +151,7 @@ def not_converted_message(root: Path, missing: str) -> str:
         out = sibling_output(raw_root)
         return (f"{msg}. {raw_root} looks like a raw {src} dataset: convert it into a new folder next to it, never "
                 f"into the raw tree: wai-convert {src} --input {raw_root} --output {out}, then wai-report {out}")
-    return (f"{msg} and pass its --output folder. If {root} holds raw data, convert it into a new folder outside "
+    return (f"{msg} and report the output folder it wrote. If {root} holds raw data, convert it into a new folder outside "
             f"the raw tree, e.g. wai-convert <source> --input {root} --output {sibling_output(root)}")
 
 
