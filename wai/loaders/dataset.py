@@ -60,7 +60,7 @@ MAX_IMAGE_SIDE = 1 << 16
 
 #: Named resolution lists (W, H). ``518_many_ar`` is MapAnything's training set of aspect ratios.
 #: ``panorama`` keeps the full 360 degrees of a 2048x576 (3.56:1) panorama: every entry is at least 3.6:1, so
-#: the centre crop removes at most ~1.2 % of the rows and no azimuth (a 4:3 crop keeps only ~135 degrees).
+#: the centre crop removes no azimuth and 1.4-4 % of the rows (a 4:3 crop keeps only ~135 of 360 degrees).
 #: All entries are multiples of 14 (VGGT/DINOv2 patches).
 RESOLUTION_PRESETS: dict[str, list[tuple[int, int]]] = {
     "518_many_ar": [(518, 518), (518, 392), (518, 336), (518, 294), (518, 252), (518, 168), (392, 518), (336, 518),
@@ -389,7 +389,7 @@ class WAIDataset(torch.utils.data.Dataset):
                 if not isinstance(s, str):
                     raise SchemaError(f"{f} [{j}]: scene name {s!r} is not a string")
                 # refuses absolute paths, '..', and symlinked scene folders that leave the root
-                resolve_inside(root, s, source=f, entry=f"[{j}]", what="scene name")
+                resolve_inside(root, s, source=f, entry=f"entry {j}", what="scene name")
                 names.append(s)
                 dsets.append(dataset)
         if not names:
