@@ -133,3 +133,11 @@ def test_entry_points_warn_about_a_shadowing_folder(tmp_path: Path, monkeypatch:
     assert import_shadow() is None
     quiet = CliRunner().invoke(validate_main, [str(tmp_path / "missing")])
     assert "warning:" not in quiet.output
+
+
+def test_demo_refuses_zero_workers_before_doing_anything(tmp_path: Path) -> None:
+    from wai.cli import demo_main
+
+    res = CliRunner().invoke(demo_main, [str(tmp_path / "demo_out"), "--workers", "0"])
+    assert res.exit_code == 2 and "--workers 0" in res.output, res.output
+    assert not (tmp_path / "demo_out").exists()

@@ -308,7 +308,8 @@ def report_main(roots: tuple[Path, ...], html: Path | None, markdown: Path | Non
         _fail(e)
 
 
-@click.command(help="Run the end-to-end demo: fake raw data for every source -> convert -> validate -> report.")
+@click.command(help="Run the end-to-end demo: fake raw data for every source -> convert -> covisibility -> "
+                    "validate -> report. OUT is relative to the current folder, like the commands it prints.")
 @click.argument("out", type=click.Path(path_type=Path), default=Path("demo_out"))
 @click.option("--workers", "-j", type=int, default=2, show_default=True)
 def demo_main(out: Path, workers: int) -> None:

@@ -151,8 +151,8 @@ def not_converted_message(root: Path, missing: str) -> str:
         out = sibling_output(raw_root)
         return (f"{msg}. {raw_root} looks like a raw {src} dataset: convert it into a new folder next to it, never "
                 f"into the raw tree: wai-convert {src} --input {raw_root} --output {out}, then wai-report {out}")
-    return (f"{msg} and report the output folder it wrote. If {root} holds raw data, convert it into a new folder outside "
-            f"the raw tree, e.g. wai-convert <source> --input {root} --output {sibling_output(root)}")
+    return (f"{msg} and report the output folder it wrote. If {root} holds raw data, convert it into a new folder "
+            f"outside the raw tree, e.g. wai-convert <source> --input {root} --output {sibling_output(root)}")
 
 
 def dataset_scale_type(root: Path, manifest: dict[str, Any], scenes: list[str]) -> str | None:
