@@ -189,14 +189,23 @@ def test_make_sampler_signature_and_index_meaning(pin_root):
 
 
 def test_mapanything_config_string_evaluates(pin_root):
-    text = dataset_string(12, ROOT=str(pin_root), split="train", resolution=[(42, 28)], num_views=3,
-                          variable_num_views=True, principal_point_centered=False, data_norm_type="dinov2",
-                          transform="imgnorm", aug_crop=4, seed=0, max_num_retries=0, covisibility_thres=0.05)
-    ds = eval(text, {"__builtins__": builtins})  # what get_train_data_loader does with the config string
+    # the keywords of MapAnything's own WAI dataset lines (configs/dataset/*_wai/train/default.yaml)
+    kw = dict(split="train", resolution=[(42, 28)], principal_point_centered=False, aug_crop=4,
+              transform="colorjitter+grayscale+gaublur", data_norm_type="dinov2", ROOT=str(pin_root),
+              dataset_metadata_dir=str(pin_root / "_meta"), overfit_num_sets=None, variable_num_views=True,
+              num_views=3, covisibility_thres=0.05)
+    ds = eval(dataset_string(12, **kw), {"__builtins__": builtins})  # what get_train_data_loader does
     assert isinstance(ds, WAIDataset) and len(ds) == 12 and ds.num_views_options == [2, 3]
     assert ds.crop == "center" and ds.aug_crop == 4
     views = ds[(0, 0, 1)]
     assert len(views) == 3 and views[0]["img"].shape == (3, 28, 42)
+    plain = WAIDataset(**{**kw, "transform": "imgnorm"}, samples_per_epoch=12)[(0, 0, 1)]
+    for a, b in zip(views, plain):  # photometric only: same frames, same geometry
+        assert a["instance"] == b["instance"]
+        torch.testing.assert_close(a["pts3d"], b["pts3d"])
+    assert any(not torch.equal(a["img"], b["img"]) for i in range(4)
+               for a, b in zip(ds[(i, 0, 1)], WAIDataset(**{**kw, "transform": "imgnorm"},
+                                                         samples_per_epoch=12)[(i, 0, 1)]))
     assert len(5 * ds) == 60
 
 

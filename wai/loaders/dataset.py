@@ -38,7 +38,7 @@ from wai.format.conventions import CYLINDRICAL, PINHOLE
 from wai.format.paths import read_json, resolve_inside
 from wai.format.scene import SCENE_META, Scene, frame_file, load_scene
 from wai.loaders.errors import LoaderConfigError
-from wai.loaders.transforms import CROPS, crop_resize, pinhole_from_panorama
+from wai.loaders.transforms import CROPS, TRANSFORMS, color_augment, crop_resize, pinhole_from_panorama
 from wai.loaders.views import normalize_data_norm_type, to_vggt, to_views
 
 torch = import_optional("torch", "torch")
@@ -214,8 +214,10 @@ class WAIDataset(torch.utils.data.Dataset):
 
     MapAnything's dataset keywords are accepted too, so one of its config lines can point here unchanged:
     ``ROOT`` (= roots), ``dataset_metadata_dir`` (= metadata_dir), ``variable_num_views`` (``num_views=N`` becomes
-    2..N), ``principal_point_centered`` (= ``crop='principal_point'``), ``transform`` (``imgnorm`` only),
-    ``max_num_retries`` (= max_retries). ``img_norm`` is the old name of ``data_norm_type``.
+    2..N), ``principal_point_centered`` (= ``crop='principal_point'``), ``transform`` (``imgnorm``,
+    ``colorjitter``, ``colorjitter+grayscale+gaublur``: photometric augmentation per view),
+    ``max_num_retries`` (= max_retries), ``overfit_num_sets`` (first N scenes of each root). ``img_norm`` is
+    the old name of ``data_norm_type``.
     """
 
     def __init__(
@@ -256,6 +258,7 @@ class WAIDataset(torch.utils.data.Dataset):
         principal_point_centered: bool | None = None,
         transform: str = "imgnorm",
         max_num_retries: int | None = None,
+        overfit_num_sets: int | None = None,
     ) -> None:
         if sampling not in SAMPLINGS:
             raise LoaderConfigError(f"sampling={sampling!r}; expected one of {SAMPLINGS}")
@@ -267,9 +270,10 @@ class WAIDataset(torch.utils.data.Dataset):
             raise LoaderConfigError("give the dataset root(s) once: roots or ROOT (MapAnything's name), not both")
         if roots is None:
             raise LoaderConfigError("no dataset root: pass roots=... (or ROOT=... as in MapAnything's configs)")
-        if transform != "imgnorm":
-            raise LoaderConfigError(f"transform={transform!r}: only 'imgnorm' (normalisation, no colour "
-                                    "augmentation) is implemented; apply colour jitter in the training loop")
+        if transform not in TRANSFORMS:
+            raise LoaderConfigError(f"transform={transform!r}; expected one of {sorted(TRANSFORMS)} "
+                                    "(MapAnything's names)")
+        self.transform = transform
         if img_norm is not None and data_norm_type is not None:
             raise LoaderConfigError("give data_norm_type only (img_norm is its old name)")
         self.data_norm_type = normalize_data_norm_type(data_norm_type or img_norm or "dinov2")
@@ -337,6 +341,8 @@ class WAIDataset(torch.utils.data.Dataset):
         self.scene_datasets: list[list[str]] = []
         for root, _ in parsed:
             names, dsets = self._scene_list(root, split, metadata_dir)
+            if overfit_num_sets is not None:  # MapAnything's: train on the first N scenes only
+                names, dsets = names[: int(overfit_num_sets)], dsets[: int(overfit_num_sets)]
             self.roots.append(root)
             self.scenes.append(names)
             self.scene_datasets.append(dsets)
@@ -695,7 +701,8 @@ class WAIDataset(torch.utils.data.Dataset):
         return arr
 
     def _load_view(self, scene: Scene, i: int, res: tuple[int, int], lut: np.ndarray | None,
-                   rng: np.random.Generator, times: dict[str, float] | None) -> list[dict[str, Any]]:
+                   rng: np.random.Generator, times: dict[str, float] | None,
+                   photo: np.random.Generator | None = None) -> list[dict[str, Any]]:
         """Records of frame ``i`` at ``res``: one, or ``pinhole_views`` for a panorama with cylindrical='pinhole'."""
         t0 = time.perf_counter()
         cam = frame_camera(scene, i)
@@ -731,17 +738,20 @@ class WAIDataset(torch.utils.data.Dataset):
                 Tp = pose.copy()
                 Tp[:3, :3] = pose[:3, :3] @ R
                 maps["depth"] = z
-                outs.append(self._record(scene, i, pin, Tp, img, maps, lut))
+                outs.append(self._record(scene, i, pin, Tp, img, maps, lut, photo))
         else:
             extra = int(rng.integers(0, self.aug_crop + 1)) if self.aug_crop else 0
             cam2, img, maps = crop_resize(cam, res, image, nearest, crop=self.crop, extra=extra)
-            outs = [self._record(scene, i, cam2, pose, img, maps, lut)]
+            outs = [self._record(scene, i, cam2, pose, img, maps, lut, photo)]
         if times is not None:
             times["resize"] = times.get("resize", 0.0) + (time.perf_counter() - t2)
         return outs
 
     def _record(self, scene: Scene, i: int, cam: Camera, pose: np.ndarray, img: np.ndarray,
-                maps: dict[str, np.ndarray], lut: np.ndarray | None) -> dict[str, Any]:
+                maps: dict[str, np.ndarray], lut: np.ndarray | None,
+                rng: np.random.Generator | None = None) -> dict[str, Any]:
+        if self.transform != "imgnorm" and rng is not None:
+            img = color_augment(img, self.transform, rng)
         depth = maps["depth"]
         if self.max_depth is not None:
             depth = np.where(depth > self.max_depth, np.float32(0.0), depth)
@@ -815,9 +825,12 @@ class WAIDataset(torch.utils.data.Dataset):
         if times is not None:
             times["metadata"] = times.get("metadata", 0.0) + (t1 - t0)
             times["sampling"] = times.get("sampling", 0.0) + (t2 - t1)
+        # photometric draws come from their own stream, so augmenting never changes frames or geometry
+        photo = None if self.transform == "imgnorm" else np.random.default_rng(
+            [self.seed, self.epoch, sample_idx, num_views, resolution[0], resolution[1], 0x9E3779B9])
         raw: list[dict[str, Any]] = []
         for i in chosen:
-            raw.extend(self._load_view(scene, i, resolution, lut, rng, times))
+            raw.extend(self._load_view(scene, i, resolution, lut, rng, times, photo))
         raw = raw[:num_views]
         for rec in raw:
             rec["idx"] = (sample_idx, resolution_idx, 0)

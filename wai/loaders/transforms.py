@@ -183,3 +183,48 @@ def pinhole_from_panorama(
         r[~inside] = 0
         maps[k] = r.view(bool) if a.dtype == bool else r
     return pin, img, z, R, maps
+
+
+#: Image augmentations by MapAnything's ``transform`` names (``imgnorm`` = none): colour jitter strengths
+#: (brightness, contrast, saturation, hue), the probability of jittering, of greyscale and of a 5x5 blur.
+TRANSFORMS: dict[str, tuple[tuple[float, float, float, float] | None, float, float, float]] = {
+    "imgnorm": (None, 0.0, 0.0, 0.0),
+    "colorjitter": ((0.5, 0.5, 0.5, 0.1), 1.0, 0.0, 0.0),
+    "colorjitter+grayscale+gaublur": ((0.3, 0.4, 0.2, 0.1), 0.75, 0.05, 0.05),
+}
+
+
+def color_augment(img: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """Photometric augmentation of an RGB uint8 image (``TRANSFORMS[kind]``), drawn from ``rng``.
+
+    Jitter factors are uniform in ``[1 - s, 1 + s]`` (hue: a shift in ``[-h, h]`` of a full turn), applied in a
+    random order; greyscale keeps three channels; the blur is Gaussian, 5x5, sigma in [0.1, 1]. Geometry is
+    untouched.
+    """
+    jitter, p_jitter, p_gray, p_blur = TRANSFORMS[kind]
+    if jitter is None:
+        return img
+    out = img
+    if rng.random() < p_jitter:
+        f = img.astype(np.float32)
+        b, c, s, h = jitter
+        for op in rng.permutation(4):
+            if op == 0:
+                f *= float(rng.uniform(1 - b, 1 + b))
+            elif op == 1:
+                grey_mean = float(cv2.cvtColor(np.clip(f, 0, 255).astype(np.uint8), cv2.COLOR_RGB2GRAY).mean())
+                f = (f - grey_mean) * float(rng.uniform(1 - c, 1 + c)) + grey_mean
+            elif op == 2:
+                grey = cv2.cvtColor(np.clip(f, 0, 255).astype(np.uint8), cv2.COLOR_RGB2GRAY).astype(np.float32)
+                f = (f - grey[..., None]) * float(rng.uniform(1 - s, 1 + s)) + grey[..., None]
+            else:
+                hsv = cv2.cvtColor(np.clip(f, 0, 255).astype(np.uint8), cv2.COLOR_RGB2HSV_FULL)
+                hsv[..., 0] = (hsv[..., 0].astype(np.int32) + int(round(rng.uniform(-h, h) * 256))) % 256
+                f = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB_FULL).astype(np.float32)
+            np.clip(f, 0, 255, out=f)
+        out = f.astype(np.uint8)
+    if rng.random() < p_gray:
+        out = cv2.cvtColor(cv2.cvtColor(out, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+    if rng.random() < p_blur:
+        out = cv2.GaussianBlur(out, (5, 5), float(rng.uniform(0.1, 1.0)))
+    return out
