@@ -378,7 +378,10 @@ def run_covisibility(root: str | Path, scenes: str | None = None, workers: int =
         if workers <= 1 or len(jobs) <= 1:
             return dict(_one(j) for j in jobs)
         out: dict[str, str | None] = {}
-        with ProcessPoolExecutor(max_workers=workers) as ex:
+        import multiprocessing as mp
+
+        # spawn, not fork: a forked child of a process with threads (tqdm, torch, OpenCV) can deadlock
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=mp.get_context("spawn")) as ex:
             futures = {ex.submit(_one, j): j[1] for j in jobs}
             for fut, scene_dir in futures.items():
                 try:
