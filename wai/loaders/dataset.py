@@ -77,8 +77,13 @@ _IMREAD_FLAGS = {"image": codecs.cv2.IMREAD_COLOR_RGB, "depth": codecs.cv2.IMREA
 _CAMERA_MODEL_RE = re.compile(rb'"camera_model"\s*:\s*"([A-Za-z_]+)"')
 
 
+def _is_seq(x: Any) -> bool:
+    """A list/tuple or another sequence (e.g. OmegaConf's ListConfig from a hydra config), not a string."""
+    return isinstance(x, Sequence) and not isinstance(x, (str, bytes))
+
+
 def _as_pair(r: Any, what: str) -> tuple[int, int]:
-    if not (isinstance(r, (tuple, list)) and len(r) == 2 and all(isinstance(x, (int, np.integer)) for x in r)):
+    if not (_is_seq(r) and len(r) == 2 and all(isinstance(x, (int, np.integer)) for x in r)):
         raise LoaderConfigError(f"{what} must be (W, H) in pixels, got {r!r}")
     if r[0] <= 0 or r[1] <= 0:
         raise LoaderConfigError(f"{what} must be positive, got {r!r}")
@@ -92,8 +97,7 @@ def parse_resolutions(resolution: Any) -> list[tuple[int, int]]:
             raise LoaderConfigError(f"resolution={resolution!r}: unknown preset; expected (W, H), a list of them "
                                     f"or one of {sorted(RESOLUTION_PRESETS)}")
         return list(RESOLUTION_PRESETS[resolution])
-    if isinstance(resolution, (tuple, list)) and len(resolution) == 2 and all(
-            isinstance(x, (int, np.integer)) for x in resolution):
+    if _is_seq(resolution) and len(resolution) == 2 and all(isinstance(x, (int, np.integer)) for x in resolution):
         return [_as_pair(resolution, "resolution")]
     out = [_as_pair(r, "resolution entry") for r in resolution]
     if not out:
@@ -111,7 +115,7 @@ def _parse_roots(roots: Any) -> list[tuple[Path, float | None]]:
         raise LoaderConfigError("roots is empty; give a dataset root, a list of roots or (root, weight) pairs")
     out = []
     for it in items:
-        if isinstance(it, (tuple, list)):
+        if _is_seq(it):
             if len(it) != 2:
                 raise LoaderConfigError(f"root entry {it!r}: expected (path, weight), e.g. ('/data/kitti360_wai', 0.5)")
             path, weight = it
