@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wai.converters._rawio import integer, numbers, read_bytes, read_text
+from wai.converters._rawio import dir_problem, integer, numbers, read_bytes, read_text
 from wai.errors import layout_error, require_file
 from wai.format.cameras import Camera
 from wai.format.codecs import cv2
@@ -86,6 +86,8 @@ def _rigid(path: Path, vals: np.ndarray, key: str | None, line: int | None,
     T[:3, :4] = vals.reshape(3, 4)
     if not np.all(np.isfinite(T)):
         raise layout_error(path, "non-finite value in the 3x4 transform", line=line, key=key)
+    if np.abs(T[:3, :3]).max() > 1.0 + 1e-3:
+        raise layout_error(path, "rotation part has entries outside [-1, 1] (not a rotation)", line=line, key=key)
     if not is_proper_rotation(T[:3, :3], tol=1e-4):
         raise layout_error(path, "rotation part is not a proper rotation (orthonormal, det +1)", line=line, key=key)
     t = float(np.abs(T[:3, 3]).max())
@@ -199,6 +201,9 @@ def read_cam_to_velo(path: str | Path) -> np.ndarray:
 def read_calibration(root: Path, cams: list[str]) -> Calibration:
     """The calibration chain from ``<root>/calibration`` for the rectified cameras ``cams``."""
     d = root / CALIB_DIR
+    problem = dir_problem(d)
+    if problem not in (None, "missing"):
+        raise layout_error(d, f"KITTI-360 calibration folder is {problem}")
     cameras = read_perspective(d / "perspective.txt", sorted(set(cams) | {"00"}))
     return Calibration(
         cameras={c: cameras[c] for c in sorted(set(cams) | {"00"})},

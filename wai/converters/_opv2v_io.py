@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from wai.converters._media import decode_image, verify_image
+from wai.converters._rawio import dir_problem, number, numbers, read_bytes
 from wai.errors import SourceLayoutError, import_optional, layout_error, require_file
 
 N_CAMERAS = 4
@@ -22,6 +24,20 @@ CAMERA_NAMES = ("front", "right", "left", "back")
 #: Raw split folder -> output split name (WAI lists use train/val/test).
 SPLITS = {"train": "train", "validate": "val", "test": "test", "test_culvercity": "test_culvercity"}
 _FRAME_RE = re.compile(r"^(\d{6})\.yaml$")
+_AGENT_RE = re.compile(r"-?[0-9]+")
+
+# Plausible ranges of raw numbers (anything outside is a damaged file, reported with file and key).
+#: |x|, |y|, |z| of a CARLA pose (metres); CARLA towns span a few km.
+MAX_POSITION_M = 1e6
+#: |roll|, |yaw|, |pitch| of a CARLA pose (degrees).
+MAX_ANGLE_DEG = 720.0
+#: Camera focal length (pixels) and image side (pixels) from the YAML intrinsic.
+MAX_FOCAL_PX = 1e5
+MAX_IMAGE_SIDE = 16384
+#: |ego_speed| (km/h).
+MAX_SPEED_KMH = 1000.0
+#: |x|, |y|, |z| of a LiDAR point (metres); CARLA's LiDAR range is ~100 m.
+MAX_LIDAR_M = 1e4
 
 
 # --- YAML ----------------------------------------------------------------------------------------------
@@ -47,26 +63,52 @@ _Loader.add_implicit_resolver(
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Parse a YAML file with the safe loader (plus ``1e-5`` floats); errors name the file and line."""
+    """Parse a YAML file with the safe loader (plus ``1e-5`` floats); errors name the file and line.
+
+    Read as bytes with a size cap (PyYAML detects the encoding; undecodable bytes are a ``YAMLError``).
+    """
     p = require_file(path, "OPV2V per-frame YAML")
+    data = read_bytes(p, "OPV2V per-frame YAML")
     try:
-        data = yaml.load(p.read_text(), Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader subclass
+        doc = yaml.load(data, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader subclass
     except yaml.YAMLError as e:
         line = getattr(getattr(e, "problem_mark", None), "line", None)
         raise layout_error(p, f"not valid YAML: {e}", line=None if line is None else line + 1) from e
-    if not isinstance(data, dict):
-        raise layout_error(p, f"expected a mapping at the top level, got {type(data).__name__}")
-    return data
+    except RecursionError as e:
+        raise layout_error(p, "not valid YAML: nested too deep (damaged file?)") from e
+    if not isinstance(doc, dict):
+        raise layout_error(p, f"expected a mapping at the top level, got {type(doc).__name__}")
+    return doc
 
 
 def _floats(path: Path, value: Any, shape: tuple[int, ...], key: str) -> np.ndarray:
     try:
         arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, OverflowError) as e:
         raise layout_error(path, f"expected numbers of shape {shape}: {e}", key=key) from e
-    if arr.shape != shape or not np.all(np.isfinite(arr)):
+    if arr.shape != shape:
         raise layout_error(path, f"expected finite numbers of shape {shape}, got {np.shape(value)}", key=key)
-    return arr
+    return numbers(path, arr.ravel(), key=key, what=f"{shape} numbers").reshape(shape)
+
+
+def _pose(path: Path, value: Any, key: str) -> np.ndarray:
+    """A CARLA pose list ``[x, y, z, roll, yaw, pitch]`` (metres, degrees), finite and plausible."""
+    v = _floats(path, value, (6,), key)
+    numbers(path, v[:3], key=key, what="position x, y, z (metres)", lo=-MAX_POSITION_M, hi=MAX_POSITION_M)
+    numbers(path, v[3:], key=key, what="angles roll, yaw, pitch (degrees)", lo=-MAX_ANGLE_DEG, hi=MAX_ANGLE_DEG)
+    return v
+
+
+def _intrinsic(path: Path, value: Any, key: str) -> np.ndarray:
+    """OpenCDA's 3x3 ``[[f, 0, W/2], [0, f, H/2], [0, 0, 1]]``: positive finite focal lengths, a principal
+    point inside a plausible image, no skew (the format's cameras have none)."""
+    K = _floats(path, value, (3, 3), key)
+    numbers(path, [K[0, 0], K[1, 1]], key=key, what="focal lengths fx, fy (pixels)", lo=1e-3, hi=MAX_FOCAL_PX)
+    numbers(path, [K[0, 2], K[1, 2]], key=key, what="principal point cx, cy (pixels, = W/2, H/2)", lo=0.5,
+            hi=MAX_IMAGE_SIDE / 2)
+    if K[0, 1] != 0 or K[1, 0] != 0 or not np.array_equal(K[2], [0.0, 0.0, 1.0]):
+        raise layout_error(path, f"expected [[fx, 0, cx], [0, fy, cy], [0, 0, 1]], got {K.tolist()}", key=key)
+    return K
 
 
 @dataclass(frozen=True)
@@ -76,6 +118,11 @@ class CameraMeta:
     cords: np.ndarray  # [x, y, z, roll, yaw, pitch], metres / degrees, CARLA left-handed world
     extrinsic: np.ndarray  # 4x4 LiDAR -> camera, UE4 axes
     intrinsic: np.ndarray  # 3x3, OpenCDA convention (cx = W/2, cy = H/2)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """``(W, H)`` the intrinsic implies: OpenCDA writes ``cx = W/2``, ``cy = H/2``."""
+        return round(2 * float(self.intrinsic[0, 2])), round(2 * float(self.intrinsic[1, 2]))
 
 
 @dataclass(frozen=True)
@@ -90,14 +137,18 @@ class FrameMeta:
 
 
 def parse_frame_yaml(path: str | Path) -> FrameMeta:
-    """Read ``<ts>.yaml``; a missing key raises ``SourceLayoutError`` naming the file and the key."""
+    """Read ``<ts>.yaml``; a missing key raises ``SourceLayoutError`` naming the file and the key.
+
+    Every number used is checked finite and plausible (``MAX_*`` above). Keys the converter does not use
+    (``vehicles``, ``walkers``, ``RSU``, ``plan_trajectory``, ...) may hold anything.
+    """
     p = Path(path)
     d = load_yaml(p)
     if "lidar_pose" not in d:
         raise layout_error(p, "missing key; every OPV2V frame YAML has the LiDAR pose [x, y, z, roll, yaw, pitch]",
                            key="lidar_pose")
-    lidar = _floats(p, d["lidar_pose"], (6,), "lidar_pose")
-    ego = _floats(p, d["true_ego_pos"], (6,), "true_ego_pos") if d.get("true_ego_pos") is not None else None
+    lidar = _pose(p, d["lidar_pose"], "lidar_pose")
+    ego = _pose(p, d["true_ego_pos"], "true_ego_pos") if d.get("true_ego_pos") is not None else None
     cams = []
     for i in range(N_CAMERAS):
         key = f"camera{i}"
@@ -108,13 +159,17 @@ def parse_frame_yaml(path: str | Path) -> FrameMeta:
         for sub in ("cords", "extrinsic", "intrinsic"):
             if sub not in c:
                 raise layout_error(p, "missing key", key=f"{key}.{sub}")
-        K = _floats(p, c["intrinsic"], (3, 3), f"{key}.intrinsic")
-        if K[0, 0] <= 0 or K[1, 1] <= 0:
-            raise layout_error(p, f"focal lengths must be positive, got {K[0, 0]}, {K[1, 1]}", key=f"{key}.intrinsic")
-        cams.append(CameraMeta(_floats(p, c["cords"], (6,), f"{key}.cords"),
-                               _floats(p, c["extrinsic"], (4, 4), f"{key}.extrinsic"), K))
+        K = _intrinsic(p, c["intrinsic"], f"{key}.intrinsic")
+        ext = _floats(p, c["extrinsic"], (4, 4), f"{key}.extrinsic")
+        numbers(p, ext[:3].ravel(), key=f"{key}.extrinsic", what="3x4 LiDAR -> camera", lo=-MAX_POSITION_M,
+                hi=MAX_POSITION_M)
+        cams.append(CameraMeta(_pose(p, c["cords"], f"{key}.cords"), ext, K))
     speed = d.get("ego_speed")
-    return FrameMeta(p, lidar, ego, tuple(cams), float(speed) if isinstance(speed, (int, float)) else None)
+    if isinstance(speed, bool) or not isinstance(speed, (int, float)):
+        speed = None
+    else:
+        speed = number(p, speed, key="ego_speed", what="ego speed (km/h)", lo=-MAX_SPEED_KMH, hi=MAX_SPEED_KMH)
+    return FrameMeta(p, lidar, ego, tuple(cams), speed)
 
 
 # --- listing -------------------------------------------------------------------------------------------
@@ -122,20 +177,40 @@ def parse_frame_yaml(path: str | Path) -> FrameMeta:
 
 def is_agent_dir(p: Path) -> bool:
     """A CAV/RSU folder: an integer name (negative = road-side unit)."""
-    return p.is_dir() and re.fullmatch(r"-?\d+", p.name) is not None
+    return _AGENT_RE.fullmatch(p.name) is not None and dir_problem(p) is None
+
+
+def is_agent_name(name: str) -> bool:
+    """An integer name (a CAV id; negative = road-side unit)."""
+    return _AGENT_RE.fullmatch(name) is not None
 
 
 def is_scenario_dir(p: Path) -> bool:
-    """A scenario folder holds at least one agent folder."""
-    return p.is_dir() and any(is_agent_dir(c) for c in p.iterdir())
+    """A scenario folder holds at least one agent folder (readable or not)."""
+    if dir_problem(p) is not None:
+        return False
+    try:
+        return any(is_agent_name(c.name) and dir_problem(c) != "not a directory" for c in p.iterdir())
+    except OSError:
+        return False
 
 
 def list_agents(scenario: Path) -> list[str]:
-    """Agent folders in OpenCOOD order: sorted, a leading RSU (negative id) moved to the end; first = ego."""
-    names = sorted(c.name for c in scenario.iterdir() if is_agent_dir(c))
+    """Agent folders in OpenCOOD order: sorted, a leading RSU (negative id) moved to the end; first = ego.
+
+    Folders with an agent name that cannot be listed (a symlink loop, no permission) are included: the
+    converter drops their frames with the reason (``agent_problem``).
+    """
+    names = sorted(c.name for c in scenario.iterdir() if is_agent_name(c.name)
+                   and dir_problem(c) != "not a directory")
     if names and int(names[0]) < 0:
         names = names[1:] + names[:1]
     return names
+
+
+def agent_problem(agent_dir: Path) -> str | None:
+    """None for a readable agent folder, else why it cannot be read."""
+    return dir_problem(agent_dir)
 
 
 def list_timestamps(agent_dir: Path) -> list[str]:
@@ -178,7 +253,7 @@ def _pcd_header(path: Path) -> dict[str, str]:
     fields = header["FIELDS"].split()
     if fields[:3] != ["x", "y", "z"]:
         raise layout_error(path, f"PCD FIELDS must start with 'x y z', got {header['FIELDS']!r}", key="FIELDS")
-    if not header["POINTS"].isdigit():
+    if not header["POINTS"].isascii() or not header["POINTS"].isdigit():
         raise layout_error(path, f"PCD POINTS must be an integer, got {header['POINTS']!r}", key="POINTS")
     n = int(header["POINTS"])
     kind = header["DATA"].lower()
@@ -188,6 +263,7 @@ def _pcd_header(path: Path) -> dict[str, str]:
         if rows != n:
             raise layout_error(path, f"header says POINTS {n} but the ascii data section has {rows} rows "
                                      "(truncated or malformed)", key="POINTS")
+        _check_ascii_values(path, body, n, len(fields))
     elif kind == "binary":
         try:
             size = sum(int(a) * int(b) for a, b in zip(header["SIZE"].split(), header["COUNT"].split()))
@@ -197,6 +273,31 @@ def _pcd_header(path: Path) -> dict[str, str]:
             raise layout_error(path, f"header says POINTS {n} ({n * size} bytes) but the binary data section "
                                      f"has {len(data) - pos} bytes (truncated)", key="POINTS")
     return header
+
+
+def _check_ascii_values(path: Path, body: bytes, n: int, n_fields: int) -> None:
+    """Every value of an ASCII data section is a number and the section has ``n`` rows of ``n_fields``
+    (Open3D reads a malformed token as garbage instead of failing); x, y, z finite and plausible."""
+    tokens = body.split()
+    if len(tokens) != n * n_fields:
+        raise layout_error(path, f"ascii data section has {len(tokens)} values; POINTS {n} x {n_fields} FIELDS "
+                                 f"= {n * n_fields} expected (a damaged row?)", key="DATA")
+    try:
+        vals = np.array(tokens, dtype=np.float64).reshape(n, n_fields)
+    except ValueError as e:
+        raise layout_error(path, f"ascii data section holds a value that is not a number ({e})", key="DATA") from e
+    xyz = vals[:, :3]
+    if not np.isfinite(xyz).all():
+        k = int(np.flatnonzero(~np.isfinite(xyz).all(axis=1))[0])
+        raise layout_error(path, f"point {k} has non-finite coordinates {xyz[k].tolist()}", key="DATA")
+    if xyz.size and float(np.abs(xyz).max()) > MAX_LIDAR_M:
+        raise layout_error(path, f"a coordinate is {float(np.abs(xyz).max()):.4g} m, beyond the plausible "
+                                 f"{MAX_LIDAR_M:g} m", key="DATA")
+
+
+def check_pcd(path: str | Path) -> None:
+    """Raise ``SourceLayoutError`` naming the file if the PCD's header or data section is malformed."""
+    _pcd_header(require_file(path, "LiDAR point cloud (.pcd)"))
 
 
 def read_pcd(path: str | Path) -> np.ndarray:
@@ -220,6 +321,9 @@ def read_pcd(path: str | Path) -> np.ndarray:
         inten = np.zeros(len(xyz))
     if not np.all(np.isfinite(xyz)):
         raise layout_error(p, "non-finite point coordinates")
+    if xyz.size and float(np.abs(xyz).max()) > MAX_LIDAR_M:
+        raise layout_error(p, f"a coordinate is {float(np.abs(xyz).max()):.4g} m, beyond the plausible "
+                              f"{MAX_LIDAR_M:g} m")
     return np.concatenate([xyz, inten[:, None]], axis=1).astype(np.float32)
 
 
@@ -234,16 +338,19 @@ def read_camera_depth(path: Path, shape: tuple[int, int]) -> np.ndarray:
     """
     if path.suffix == ".npy":
         try:
-            d = np.load(path).astype(np.float32)
-        except (OSError, ValueError) as e:
+            d = np.load(path, allow_pickle=False)
+            if d.dtype.kind not in "fiu":
+                raise ValueError(f"dtype {d.dtype} is not numeric")
+            d = d.astype(np.float32)
+        except (OSError, ValueError, EOFError) as e:
             raise layout_error(path, f"cannot read depth array: {e}") from e
         d = np.where(np.isfinite(d) & (d > 0), d, 0.0).astype(np.float32)
     else:
         from wai.format.codecs import cv2
 
-        img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if img is None:
-            raise layout_error(path, "cannot decode depth PNG")
+        verify_image(path, "OPV2V-H depth PNG", fmt="png", size=(shape[1], shape[0]),
+                     size_source="its camera image")
+        img = decode_image(path, cv2.IMREAD_UNCHANGED, "OPV2V-H depth PNG")
         if img.ndim == 3:
             img = img[..., 0]
         if img.dtype != np.uint8:
@@ -269,8 +376,19 @@ def check_image(path: Path) -> Path:
     return require_file(path, "OPV2V camera image", "each frame needs <ts>_camera0..3.png")
 
 
+def verify_camera_image(path: Path, cam: CameraMeta, yaml_path: Path, index: int) -> tuple[int, int]:
+    """A complete 8-bit RGB(A) PNG whose size is the one its YAML intrinsic implies (``2 cx x 2 cy``);
+    returns ``(h, w)``. ``SourceNotFoundError`` / ``SourceLayoutError`` naming the image."""
+    check_image(path)
+    hdr = verify_image(path, "OPV2V camera image", fmt="png", size=cam.image_size,
+                       size_source=f"{yaml_path.name} camera{index}.intrinsic (cx = W/2, cy = H/2)",
+                       channels=(3, 4), bit_depth=(8,))
+    return hdr.height, hdr.width
+
+
 __all__ = [
-    "CAMERA_NAMES", "N_CAMERAS", "SPLITS", "CameraMeta", "FrameMeta", "SourceLayoutError", "camera_image_path",
-    "check_image", "find_camera_depth", "is_agent_dir", "is_scenario_dir", "list_agents", "list_timestamps",
-    "load_yaml", "parse_frame_yaml", "read_camera_depth", "read_pcd",
+    "CAMERA_NAMES", "N_CAMERAS", "SPLITS", "CameraMeta", "FrameMeta", "SourceLayoutError", "agent_problem",
+    "camera_image_path", "check_image", "check_pcd", "find_camera_depth", "is_agent_dir", "is_agent_name",
+    "is_scenario_dir", "list_agents", "list_timestamps", "load_yaml", "parse_frame_yaml", "read_camera_depth",
+    "read_pcd", "verify_camera_image",
 ]

@@ -385,7 +385,10 @@ class Kitti360Converter(Converter):
                     except WaiError as e:
                         problems.append(str(e))
             velo = self._velo_path(seq, f)
-            if not is_file(velo):
+            velo_problem = dir_problem(velo.parent)
+            if velo_problem not in (None, "missing"):
+                problems.append(f"{velo.parent}: Velodyne folder is {velo_problem}")
+            elif not is_file(velo):
                 problems.append(f"missing {velo}")
             else:
                 try:
@@ -449,11 +452,16 @@ class Kitti360Converter(Converter):
         folders = {c: dir_problem(self.root / RAW / seq / f"image_{c}" / "data_rect") for c in cams}
         sem_folders = {c: dir_problem(self._sem_path(seq, c, 0).parent) for c in cams}
 
+        velo_dir = self._velo_path(seq, 0).parent
+        velo_problem = dir_problem(velo_dir)
+
         def scan(f: int) -> np.ndarray | None:
             if f not in scans:
                 p = self._velo_path(seq, f)
                 scans[f] = None
-                if is_file(p):
+                if velo_problem not in (None, "missing"):
+                    bad_scans[f] = f"no_lidar: {velo_dir} is {velo_problem}"
+                elif is_file(p):
                     try:
                         scans[f] = kio.read_velodyne(p)[:, :3].astype(np.float64)
                     except WaiError as e:

@@ -53,9 +53,18 @@ from typing import Any
 import numpy as np
 
 from wai.converters import _opv2v_io as io
+from wai.converters._rawio import (
+    BrokenScene,
+    bad_name_reason,
+    broken_problems,
+    broken_scene,
+    dir_problem,
+    is_file,
+    raise_if_broken,
+)
 from wai.converters._stitch import NO_CAMERA, SourceView, fill_nearest, proxy_distance, stitch
 from wai.converters.base import Converter, ConverterOptions, SceneRef, option
-from wai.errors import SourceLayoutError, WaiError, layout_error
+from wai.errors import UsageError, WaiError, layout_error
 from wai.format import codecs
 from wai.format.cameras import Camera
 from wai.format.conventions import (
@@ -79,6 +88,8 @@ DEFAULT_SENSOR_HEIGHT = 1.9
 #: A cooperative point is kept only if not farther than own (densified) depth * (1 + tol) + abs.
 COOP_OCCLUSION_TOL = (0.05, 0.2)
 CAMERA_LABELS = {i: f"camera{i}_{n}" for i, n in enumerate(io.CAMERA_NAMES)} | {NO_CAMERA: "none"}
+#: Largest panorama side accepted by --width / --height (pixels).
+MAX_PANORAMA_SIDE = 32768
 
 
 def _m4(R: np.ndarray) -> np.ndarray:
@@ -116,6 +127,8 @@ class _Scenario:
     agents: tuple[str, ...]
     timestamps: tuple[str, ...]
     pinhole: bool
+    #: agent -> why its folder cannot be read (its frames are dropped with that reason)
+    unreadable: tuple[tuple[str, str], ...] = ()
 
 
 class OPV2VConverter(Converter):
@@ -125,43 +138,98 @@ class OPV2VConverter(Converter):
     provides = frozenset({"image", "depth", "valid_mask", "source_camera"})
     Options = OPV2VOptions
     camera_model = CYLINDRICAL
+    layout_hint = ("OPV2V root: <split>/<scenario>/<cav id>/<ts>.yaml, <ts>.pcd, <ts>_camera0..3.png "
+                   "(--input may also be one split or one scenario folder)")
+
+    def validate_options(self) -> None:
+        """Option values that can never work raise ``UsageError`` before any scene starts."""
+        o: OPV2VOptions = self.options  # type: ignore[assignment]
+        if not (8 <= int(o.width) <= MAX_PANORAMA_SIDE and 2 <= int(o.height) <= MAX_PANORAMA_SIDE):
+            raise UsageError(f"--width {o.width} --height {o.height}: expected 8..{MAX_PANORAMA_SIDE} x "
+                             f"2..{MAX_PANORAMA_SIDE} pixels")
+        if not (math.isfinite(float(o.v_fov_deg)) and 0.0 <= float(o.v_fov_deg) < 180.0):
+            raise UsageError(f"--v-fov-deg {o.v_fov_deg}: expected 0 (square pixels) or a field of view below "
+                             "180 degrees")
+        if not (math.isfinite(float(o.v_center_deg)) and -90.0 < float(o.v_center_deg) < 90.0):
+            raise UsageError(f"--v-center-deg {o.v_center_deg}: expected an elevation in (-90, 90) degrees")
+        if not (math.isfinite(float(o.fill_radius_deg)) and 0.0 <= float(o.fill_radius_deg) <= 180.0):
+            raise UsageError(f"--fill-radius-deg {o.fill_radius_deg}: expected 0..180 degrees")
+        if not (math.isfinite(float(o.wall_radius)) and float(o.wall_radius) > 0):
+            raise UsageError(f"--wall-radius {o.wall_radius}: expected a positive distance in metres")
+        if not (math.isfinite(float(o.sensor_height)) and float(o.sensor_height) >= 0):
+            raise UsageError(f"--sensor-height {o.sensor_height}: expected metres >= 0 (0 = from the YAML)")
+        if o.lidar not in ("own", "cooperative"):
+            raise UsageError(f"--lidar {o.lidar!r}: expected own or cooperative")
+        if o.depth_root and dir_problem(Path(o.depth_root)) is not None:
+            raise UsageError(f"--depth-root {o.depth_root}: {dir_problem(Path(o.depth_root))} (expected a folder "
+                             "mirroring the raw layout)")
 
     # --- listing ---------------------------------------------------------------------------------------
     def _scenario_dirs(self) -> list[tuple[str, Path]]:
+        """``(split folder, scenario folder)`` pairs; folders that cannot be listed are returned too (as
+        candidates), so the listing turns them into failed scenes instead of losing them."""
         root = self.root
         if io.is_scenario_dir(root):
             return [(root.parent.name, root)]
         out: list[tuple[str, Path]] = []
-        for child in sorted(c for c in root.iterdir() if c.is_dir()):
-            if io.is_scenario_dir(child):
+        for child in sorted(root.iterdir()):
+            problem = dir_problem(child)
+            if problem == "not a directory":
+                continue
+            if problem is not None or io.is_scenario_dir(child):
                 out.append((root.name, child))
-            else:
-                out.extend((child.name, sc) for sc in sorted(child.iterdir()) if io.is_scenario_dir(sc))
+                continue
+            for sc in sorted(child.iterdir()):
+                sub = dir_problem(sc)
+                if sub is not None and sub != "not a directory" or sub is None and io.is_scenario_dir(sc):
+                    out.append((child.name, sc))
         return out
 
     def iter_scenes(self) -> Iterator[SceneRef]:
-        """One scene per scenario (plus ``<scenario>_pinhole`` with ``--also-pinhole``), sorted by split and name."""
+        """One scene per scenario (plus ``<scenario>_pinhole`` with ``--also-pinhole``), sorted by split and name.
+
+        A scenario folder that cannot be listed, or whose name cannot name a scene, becomes a scene that fails
+        with the reason; agent folders that cannot be listed are kept and their frames dropped with the reason.
+        """
         opts: OPV2VOptions = self.options  # type: ignore[assignment]
         for split_folder, sc in self._scenario_dirs():
-            agents = tuple(io.list_agents(sc))
-            stamps = tuple(sorted({t for a in agents for t in io.list_timestamps(sc / a)}))
             split = io.SPLITS.get(split_folder, "train")
-            data = _Scenario(str(sc), split_folder, agents, stamps, False)
+            problem = dir_problem(sc)
+            reason = (f"{sc}: scenario folder is {problem}" if problem is not None
+                      else bad_name_reason(sc.name, sc))
+            if reason is None:
+                try:
+                    agents = tuple(io.list_agents(sc))
+                    unreadable = tuple((a, str(io.agent_problem(sc / a))) for a in agents
+                                       if io.agent_problem(sc / a) is not None)
+                    bad = {a for a, _ in unreadable}
+                    stamps = tuple(sorted({t for a in agents if a not in bad for t in io.list_timestamps(sc / a)}))
+                except OSError as e:
+                    reason = f"{sc}: cannot list the scenario ({e.strerror or e})"
+            if reason is not None:
+                yield broken_scene(sc.name, reason, split)
+                if opts.also_pinhole:
+                    yield broken_scene(f"{sc.name}_pinhole", reason, split)
+                continue
+            data = _Scenario(str(sc), split_folder, agents, stamps, False, unreadable)
             n = len(agents) * len(stamps)
             yield SceneRef(sc.name, split, data=data, n_frames=n)
             if opts.also_pinhole:
-                yield SceneRef(f"{sc.name}_pinhole", split, data=_Scenario(str(sc), split_folder, agents, stamps, True),
+                yield SceneRef(f"{sc.name}_pinhole", split,
+                               data=_Scenario(str(sc), split_folder, agents, stamps, True, unreadable),
                                n_frames=n * io.N_CAMERAS)
 
     def writer_options(self, scene: SceneRef) -> dict[str, Any]:
         """Panorama scenes are CYLINDRICAL (JPEG), ``_pinhole`` scenes PINHOLE (source PNGs copied)."""
-        if scene.data.pinhole:
+        if not isinstance(scene.data, BrokenScene) and scene.data.pinhole:
             return {"camera_model": PINHOLE, "scale_type": "metric", "image_ext": ".png"}
         return super().writer_options(scene)
 
     def source_info(self, scene: SceneRef) -> dict[str, Any]:
         """Provenance plus the choices this converter makes (panorama centre, intrinsics shift)."""
         info = super().source_info(scene)
+        if isinstance(scene.data, BrokenScene):
+            return info
         sc: _Scenario = scene.data
         info.update(
             scenario=_rel(Path(sc.path), self.root) or Path(sc.path).name,
@@ -179,33 +247,74 @@ class OPV2VConverter(Converter):
 
     # --- checking --------------------------------------------------------------------------------------
     def check_scene(self, scene: SceneRef) -> list[str]:
-        """Every missing or malformed YAML, PCD header and camera image of the scenario."""
+        """Every problem conversion would meet, before it starts: unreadable agent folders, each YAML (keys,
+        numbers finite and plausible), each PCD (header, row count, every value a finite number), each camera
+        image (a complete PNG of the size the YAML intrinsic implies) and each per-camera depth file."""
+        broken = broken_problems(scene)
+        if broken is not None:
+            return broken
         sc: _Scenario = scene.data
-        problems: list[str] = []
+        problems: list[str] = [f"{Path(sc.path) / a}: agent folder is {why}" for a, why in sc.unreadable]
+        bad = {a for a, _ in sc.unreadable}
         for a in sc.agents:
+            if a in bad:
+                continue
             d = Path(sc.path) / a
             for ts in sc.timestamps:
-                try:
-                    io.parse_frame_yaml(d / f"{ts}.yaml")
-                except WaiError as e:
-                    problems.append(str(e))
+                meta = None
+                y = d / f"{ts}.yaml"
+                if is_file(y):
+                    try:
+                        meta = io.parse_frame_yaml(y)
+                    except WaiError as e:
+                        problems.append(str(e))
                 pcd = d / f"{ts}.pcd"
-                if not pcd.is_file():
+                if not is_file(pcd):
                     problems.append(f"missing LiDAR point cloud: {pcd}")
                 else:
                     try:
-                        io._pcd_header(pcd)
+                        io.check_pcd(pcd)
                     except WaiError as e:
                         problems.append(str(e))
-                for i in range(io.N_CAMERAS):
-                    p = io.camera_image_path(d, ts, i)
-                    if not p.is_file():
+                imgs = [io.camera_image_path(d, ts, i) for i in range(io.N_CAMERAS)]
+                if int(a) < 0 and not any(is_file(p) for p in imgs):
+                    continue  # a road-side unit without cameras: dropped with the reason, not an error
+                shapes: list[tuple[int, int] | None] = []
+                for i, p in enumerate(imgs):
+                    shapes.append(None)
+                    if not is_file(p):
                         problems.append(f"missing camera image: {p}")
+                    elif meta is not None:
+                        try:
+                            shapes[i] = io.verify_camera_image(p, meta.cameras[i], y, i)
+                        except WaiError as e:
+                            problems.append(str(e))
+                for i, dp in enumerate(self._depth_files(sc, Path(sc.path), a, ts)):
+                    if dp is not None and shapes[i] is not None:
+                        try:
+                            io.read_camera_depth(dp, shapes[i])  # type: ignore[arg-type]
+                        except WaiError as e:
+                            problems.append(str(e))
         return problems
+
+    def _depth_files(self, sc: _Scenario, root: Path, agent: str, ts: str) -> list[Path | None]:
+        """Per-camera depth files of one agent and timestamp (``--depth-root``, then the raw folder)."""
+        opts: OPV2VOptions = self.options  # type: ignore[assignment]
+        dirs = [root / agent]
+        if opts.depth_root:
+            rel = Path(sc.split_folder) / root.name / agent
+            dirs = [Path(opts.depth_root) / rel, Path(opts.depth_root) / root.name / agent, *dirs]
+        return [io.find_camera_depth(dirs, ts, i) for i in range(io.N_CAMERAS)]
 
     # --- conversion ------------------------------------------------------------------------------------
     def convert_scene(self, scene: SceneRef, writer: SceneWriter) -> dict[str, Any]:
-        """Write the panoramas (or the pinhole frames) of one scenario, timestamp by timestamp."""
+        """Write the panoramas (or the pinhole frames) of one scenario, timestamp by timestamp.
+
+        A missing or damaged YAML, PCD or camera image of an agent that has the timestamp fails the scene
+        (``check_scene`` lists them all first); an agent folder that cannot be read, or an agent without the
+        timestamp's YAML, drops that agent's frame with the reason.
+        """
+        raise_if_broken(scene)
         opts: OPV2VOptions = self.options  # type: ignore[assignment]
         sc: _Scenario = scene.data
         root = Path(sc.path)
@@ -221,11 +330,18 @@ class OPV2VConverter(Converter):
         pano = None if sc.pinhole else _panorama_camera(opts)
         rays = None if pano is None else _panorama_rays(pano)
         mismatch = 0.0
+        unreadable = dict(sc.unreadable)
+        if not sc.timestamps:
+            if unreadable:
+                raise layout_error(root, f"no agent folder of this scenario can be read ({unreadable})")
+            raise layout_error(root, "no <ts>.yaml in any agent folder")
         for ts in sc.timestamps:
             metas: dict[str, io.FrameMeta] = {}
             for a in sc.agents:
                 y = root / a / f"{ts}.yaml"
-                if y.is_file():
+                if a in unreadable:
+                    writer.drop_frame(f"{ts}_{a}", f"agent folder {root / a} is {unreadable[a]}")
+                elif is_file(y):
                     metas[a] = io.parse_frame_yaml(y)
                 else:
                     writer.drop_frame(f"{ts}_{a}", f"agent {a} has no {y.name} (its other timestamps exist)")
@@ -259,10 +375,10 @@ def _rel(p: Path, root: Path) -> str:
 
 def _panorama_camera(opts: OPV2VOptions) -> Camera:
     if opts.width < 8 or opts.height < 2:
-        raise WaiError(f"panorama size {opts.width}x{opts.height} is too small")
+        raise UsageError(f"panorama size {opts.width}x{opts.height} is too small")
     v_fov = opts.v_fov_deg if opts.v_fov_deg > 0 else None
     if v_fov is not None and v_fov >= 180:
-        raise WaiError(f"--v-fov-deg {v_fov} must be below 180")
+        raise UsageError(f"--v-fov-deg {v_fov} must be below 180")
     return Camera.panorama(opts.width, opts.height, v_fov, v_center=-math.tan(math.radians(opts.v_center_deg)))
 
 
@@ -295,11 +411,13 @@ class _Agent:
 
     # -- inputs --
     def images(self) -> list[tuple[Path, np.ndarray]]:
+        """The 4 camera images, each verified (complete PNG, size = the YAML intrinsic's) and decoded (RGB)."""
         out = []
         for i in range(io.N_CAMERAS):
-            p = io.check_image(io.camera_image_path(self.dir, self.ts, i))
+            p = io.camera_image_path(self.dir, self.ts, i)
+            shape = io.verify_camera_image(p, self.meta.cameras[i], self.meta.path, i)
             rgb = codecs.imread_rgb(p)
-            if rgb is None:
+            if rgb is None or rgb.shape[:2] != shape:
                 raise layout_error(p, "cannot decode camera image (expected an 8-bit RGB PNG)")
             out.append((p, rgb))
         return out
@@ -315,15 +433,8 @@ class _Agent:
         return self.clouds[agent][:, :3], T
 
     def camera_depths(self, shapes: list[tuple[int, int]]) -> list[np.ndarray | None]:
-        dirs = [self.dir]
-        if self.opts.depth_root:
-            rel = Path(self.sc.split_folder) / self.root.name / self.agent
-            dirs = [Path(self.opts.depth_root) / rel, Path(self.opts.depth_root) / self.root.name / self.agent, *dirs]
-        out: list[np.ndarray | None] = []
-        for i in range(io.N_CAMERAS):
-            p = io.find_camera_depth(dirs, self.ts, i)
-            out.append(None if p is None else io.read_camera_depth(p, shapes[i]))
-        return out
+        files = self.conv._depth_files(self.sc, self.root, self.agent, self.ts)
+        return [None if p is None else io.read_camera_depth(p, shapes[i]) for i, p in enumerate(files)]
 
     def _lidar_depth(self, cam: Camera, w2c: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, int]:
         """Own and merged (cooperative) depth for a camera with world->camera ``w2c``; points projected."""
@@ -418,8 +529,8 @@ class _Agent:
         if self._drop_rsu_without_cameras(writer, f"{self.ts}_{self.agent}_camera0"):
             return
         for i in range(io.N_CAMERAS):
-            p = io.check_image(io.camera_image_path(self.dir, self.ts, i))
-            shape = _png_shape(p)
+            p = io.camera_image_path(self.dir, self.ts, i)
+            shape = io.verify_camera_image(p, self.meta.cameras[i], self.meta.path, i)  # copied verbatim below
             cam = self.camera(i, shape)
             w2c = invert_pose(self.cam_c2w[i])
             own, merged, n_own, n_coop = self._lidar_depth(cam, w2c)
@@ -433,12 +544,3 @@ class _Agent:
                                        "source_image": _rel(p, self.conv.root)}
             writer.add_frame(f"{self.ts}_{self.agent}_camera{i}", cam, self.cam_c2w[i], image=p, depth=depth,
                              extras=extras, coverage=coverage)
-
-
-def _png_shape(path: Path) -> tuple[int, int]:
-    """``(h, w)`` from a PNG's IHDR chunk, without decoding pixels."""
-    with path.open("rb") as f:
-        head = f.read(24)
-    if len(head) < 24 or head[:8] != b"\x89PNG\r\n\x1a\n":
-        raise SourceLayoutError(f"{path}: not a PNG file (OPV2V camera images are PNG)")
-    return int.from_bytes(head[20:24], "big"), int.from_bytes(head[16:20], "big")

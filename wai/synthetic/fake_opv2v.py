@@ -131,14 +131,22 @@ def _pcd_text(points: np.ndarray, intensity: np.ndarray) -> str:
     return header + "".join(row + "\n" for row in rows)
 
 
-def _frame_yaml(tr: AgentTruth, other: AgentTruth, other_id: int, speed: float) -> dict:
+def focal_of(w: int) -> float:
+    """OpenCDA's focal length (pixels) of a ``w`` pixels wide camera with fov 100 degrees."""
+    return w / (2.0 * math.tan(math.radians(FOV_DEG) / 2.0))
+
+
+def _frame_yaml(tr: AgentTruth, other: AgentTruth, other_id: int, speed: float, size: tuple[int, int] = (W, H),
+                compat_keys: bool = True) -> dict:
     S = np.diag([1.0, -1.0, 1.0, 1.0])
+    w, h = size
+    f = focal_of(w)
     d: dict = {}
     for i, c in enumerate(tr.cords):
         # writer: lidar2camera = inv(camera2world) @ lidar2world, in CARLA's left-handed frames
         cam_rh = rh_from_carla(c)
         ext = S @ np.linalg.inv(cam_rh) @ tr.lidar_rh @ S
-        K = [[FOCAL, 0.0, W / 2.0], [0.0, FOCAL, H / 2.0], [0.0, 0.0, 1.0]]  # a fresh list: no YAML anchors
+        K = [[f, 0.0, w / 2.0], [0.0, f, h / 2.0], [0.0, 0.0, 1.0]]  # a fresh list: no YAML anchors
         d[f"camera{i}"] = {"cords": list(c), "extrinsic": ext.tolist(), "intrinsic": K}
     d["ego_speed"] = speed
     d["lidar_pose"] = list(tr.lidar)
@@ -148,20 +156,32 @@ def _frame_yaml(tr: AgentTruth, other: AgentTruth, other_id: int, speed: float) 
     d["vehicles"] = {other_id: {"angle": [other.vehicle[3], other.vehicle[4], other.vehicle[5]],
                                 "center": [0.0, 0.0, 0.75], "extent": [2.25, 0.95, 0.75],
                                 "location": list(other.vehicle[:3]), "speed": 18.5}}
+    if compat_keys:  # keys of OPV2V-compatible writers (V2XSet, Adver-City): never read by the converter
+        d["RSU"] = False
+        d["vehicles"][other_id].update({"bp_id": "vehicle.lincoln.mkz2017", "class": "car", "color": "0,0,255"})
+        d["walkers"] = {9001: {"angle": [0.0, 45.0, 0.0], "bp_id": "walker.pedestrian.0001", "class": "pedestrian",
+                               "center": [0.0, 0.0, 0.93], "dist": 14.2, "extent": [0.19, 0.19, 0.93],
+                               "location": [tr.vehicle[0] + 6.0, tr.vehicle[1] + 3.0, 0.9],
+                               "relative_angle": 31.5, "speed": 4.1}}
     return d
 
 
 def make_fake(root: str | Path, n_scenes: int = 2, n_agents: int = 2, n_timestamps: int = 2, seed: int = 0,
               lidar_channels: int = 32, lidar_h_res_deg: float = 0.4, depth_root: str | Path | None = None,
-              ) -> FakeInfo:
+              cam_size: tuple[int, int] = (W, H), compat_keys: bool = True) -> FakeInfo:
     """Write ``n_scenes`` scenarios (train, then validate) of ``n_agents`` CAVs x ``n_timestamps`` ticks.
 
     With ``depth_root``, per-camera planar depth ``<ts>_depth<i>.npy`` (float32 metres, 0 = sky) is written
-    there in the mirrored layout ``<depth_root>/<split>/<scenario>/<cav>/``.
+    there in the mirrored layout ``<depth_root>/<split>/<scenario>/<cav>/``. ``cam_size`` is the camera
+    image size (OPV2V: 800x600; OPV2V-compatible datasets use others, e.g. 1920x1080), always fov 100 with
+    OpenCDA's intrinsic ``[[f, 0, W/2], [0, f, H/2], [0, 0, 1]]``. ``compat_keys`` adds the YAML keys of
+    OPV2V-compatible writers (``RSU: false``, ``walkers``, vehicles' ``bp_id``/``class``/string ``color``).
     """
     root = Path(root)
     world = World.street(seed)
-    cam = Camera.pinhole(W, H, FOCAL, FOCAL, (W - 1) / 2.0, (H - 1) / 2.0)  # CARLA: symmetric frustum
+    cw, ch = cam_size
+    focal = focal_of(cw)
+    cam = Camera.pinhole(cw, ch, focal, focal, (cw - 1) / 2.0, (ch - 1) / 2.0)  # CARLA: symmetric frustum
     for s in range(n_scenes):
         split = "train" if s == 0 or n_scenes == 1 else "validate"
         sd = root / split / scenario_name(s)
@@ -178,8 +198,8 @@ def make_fake(root: str | Path, n_scenes: int = 2, n_agents: int = 2, n_timestam
                 tr = truths[a]
                 o = (a + 1) % n_agents
                 oid = int(AGENTS[o]) if o < len(AGENTS) else 3000 + o
-                (ad / f"{ts}.yaml").write_text(yaml.safe_dump(_frame_yaml(tr, truths[o], oid, 18.13 + a),
-                                                              default_flow_style=False))
+                doc = _frame_yaml(tr, truths[o], oid, 18.13 + a, (cw, ch), compat_keys)
+                (ad / f"{ts}.yaml").write_text(yaml.safe_dump(doc, default_flow_style=False))
                 pts = simulate_lidar(world, tr.lidar_rh, n_channels=lidar_channels, v_fov_deg=(-25.0, 2.0),
                                      h_res_deg=lidar_h_res_deg)
                 xyz = pts[:, :3] * np.array([1.0, -1.0, 1.0], np.float32)  # right-handed -> CARLA LiDAR frame
