@@ -17,6 +17,7 @@ scene writer writes the table after ``scene_meta.json``, and every later rewrite
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -271,6 +272,61 @@ def open_frame_table(scene_dir: str | Path) -> FrameTable:
     return _open(Path(scene_dir))
 
 
+#: Open frame tables kept per process (``WAI_TABLE_CACHE``): each costs ~50 bytes per frame of private memory
+#: (the camera columns as numpy) plus mapped pages the kernel shares and can drop.
+DEFAULT_TABLE_CACHE = 64
+_OPEN: dict[str, tuple[int, FrameTable]] = {}
+
+
+def open_scene(scene_dir: str | Path, metadata: str = "auto") -> Any:
+    """A scene's frames for a reader: its ``FrameTable`` or its parsed ``Scene``.
+
+    ``metadata``: ``tables`` (the frame table; missing or stale is an error naming the rebuild command),
+    ``json`` (``load_scene``: parsed ``scene_meta.json``, cached per process within ``WAI_SCENE_CACHE_MB``),
+    ``reparse`` (parse ``scene_meta.json`` on every call, MapAnything's pattern, no cache) or ``auto`` (the
+    table when fresh, else JSON). Open tables are kept in a per-process LRU of ``WAI_TABLE_CACHE`` entries.
+    """
+    from wai.format.scene import SCENE_META, Scene, load_scene
+
+    d = Path(scene_dir)
+    if metadata == "json":
+        return load_scene(d)
+    if metadata == "reparse":
+        from wai.format.paths import read_json
+
+        meta = read_json(d / SCENE_META, what="scene_meta.json")
+        if not isinstance(meta, dict) or not isinstance(meta.get("frames"), list):
+            raise SchemaError(f"{d / SCENE_META}: expected an object with a `frames` list")
+        return Scene(d, meta, {str(f.get("frame_name")): i for i, f in enumerate(meta["frames"])})
+    if metadata not in ("auto", "tables"):
+        raise SchemaError(f"metadata={metadata!r}; expected 'auto', 'tables', 'json' or 'reparse'")
+    key = str(d)
+    try:
+        mtime = (d / SCENE_META).stat().st_mtime_ns
+    except OSError:
+        mtime = -1
+    hit = _OPEN.pop(key, None)
+    if hit is not None and hit[0] == mtime:
+        _OPEN[key] = hit  # most recently used last
+        return hit[1]
+    try:
+        table = _open(d)
+    except FileNotFoundError as e:
+        if metadata == "auto":
+            return load_scene(d)
+        raise FrameTableStaleError(f"{d / FRAME_TABLE} is missing (converted by an older wai?); build it: "
+                                   f"{rebuild_hint(d)}") from e
+    except FrameTableStaleError:
+        if metadata == "auto":
+            return load_scene(d)
+        raise
+    _OPEN[key] = (mtime, table)
+    limit = int(os.environ.get("WAI_TABLE_CACHE", DEFAULT_TABLE_CACHE))
+    while len(_OPEN) > max(limit, 0):
+        _OPEN.pop(next(iter(_OPEN)))
+    return table
+
+
 def build_frame_tables(root: str | Path, overwrite: bool = False) -> dict[str, str]:
     """Build missing or stale frame tables for every complete scene under ``root`` (a dataset or one scene).
 
@@ -325,4 +381,4 @@ def click_command() -> Any:
 
 
 __all__ = ["FRAME_TABLE", "TABLE_VERSION", "FrameTable", "FrameTableStaleError", "build_frame_tables",
-           "open_frame_table", "table_state", "write_frame_table"]
+           "open_frame_table", "open_scene", "table_state", "write_frame_table"]
