@@ -8,6 +8,11 @@ model. This module adds only what pycolmap does not do:
 * pycolmap errors (``ValueError``/``IndexError`` without a file name) become ``SourceLayoutError``s that
   name the offending file and, for text models, the first offending line (found by re-reading prefixes
   of that file with pycolmap in a temporary folder, never in the source tree);
+* numbers pycolmap accepts but no real model holds are refused, naming the file and line (or id): camera
+  sizes and parameters (finite, positive focal lengths, principal point near the image), image poses (a
+  unit quaternion to 1e-3, finite translation within ``MAX_TRANSLATION``) and 3D points (finite, within
+  ``MAX_TRANSLATION``); pycolmap keeps a non-unit quaternion as written and the pose would silently be
+  re-normalised;
 * COLMAP conventions become the format's: pixel centres at +0.5 -> at integer coordinates
   (``COLMAP_TO_OPENCV_PRINCIPAL_SHIFT``), world-to-camera poses -> camera-to-world;
 * vectorised helpers: a point table with track sizes, and nearest-neighbour resampling lookup tables
@@ -16,6 +21,7 @@ model. This module adds only what pycolmap does not do:
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -24,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from wai.converters._rawio import dir_problem, require_final_newline
 from wai.errors import SourceLayoutError, SourceNotFoundError, import_optional, layout_error
 from wai.format.cameras import Camera
 from wai.format.conventions import COLMAP_TO_OPENCV_PRINCIPAL_SHIFT, invert_pose, make_pose, qvec_to_rotmat
@@ -33,6 +40,14 @@ MODEL_FILES = ("cameras", "images", "points3D")
 #: Errors pycolmap raises for malformed models (C++ CHECK failures surface as ValueError, bad ids as IndexError).
 _PYCOLMAP_ERRORS = (ValueError, IndexError, RuntimeError, KeyError)
 _SHIFT = COLMAP_TO_OPENCV_PRINCIPAL_SHIFT
+#: Largest image side in a camera (pixels); the largest real one is 6220x4141 (ETH3D undistorted).
+MAX_IMAGE_SIDE = 32768
+#: Largest focal length (pixels).
+MAX_FOCAL_PX = 1e6
+#: Largest |coordinate| of a camera centre / translation / 3D point (model units; ETH3D: metres).
+MAX_TRANSLATION = 1e7
+#: Largest deviation of a stored quaternion's norm from 1 (6 printed digits give ~1e-6).
+QUAT_NORM_TOL = 1e-3
 
 
 def pycolmap_module() -> Any:
@@ -49,6 +64,9 @@ def model_files(folder: str | Path) -> dict[str, Path]:
     Binary files win when both exist (as in COLMAP). A missing file raises ``SourceNotFoundError`` naming it.
     """
     folder = Path(folder)
+    problem = dir_problem(folder)
+    if problem not in (None, "missing"):
+        raise layout_error(folder, f"COLMAP model folder is {problem}")
     binary = all((folder / f"{n}.bin").is_file() for n in MODEL_FILES)
     ext = ".bin" if binary else ".txt"
     out = {}
@@ -71,6 +89,7 @@ def read_model(folder: str | Path) -> Any:
     """
     pycolmap = pycolmap_module()
     files = model_files(folder)
+    check_text_syntax(files)
     try:
         rec = pycolmap.Reconstruction(str(Path(folder)))
     except _PYCOLMAP_ERRORS as e:
@@ -80,7 +99,141 @@ def read_model(folder: str | Path) -> Any:
                                 f"({', '.join(p.name for p in files.values())}); a truncated or corrupt binary "
                                 "file?") from e
     _check_header_counts(files, rec)
+    check_numbers(files, rec)
     return rec
+
+
+# Unambiguous pieces (no two ways to split one input), so a failing match cannot backtrack exponentially.
+_F = rb"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?"
+_I = rb"-?[0-9]+"
+_S = rb"[ \t]+"
+#: One data line of each text file (COLMAP doc/format.rst). pycolmap's C++ streams stop silently at the first
+#: character that is not part of a number (``0.0{x`` reads as ``0.0``), so every line is matched in full first.
+_CAMERA_LINE = re.compile(rb"[ \t]*[0-9]+" + _S + rb"[A-Z_]+" + _S + rb"[0-9]+" + _S + rb"[0-9]+(?:" + _S + _F
+                          + rb")+[ \t]*")
+_IMAGE_LINE = re.compile(rb"[ \t]*[0-9]+(?:" + _S + _F + rb"){7}" + _S + rb"[0-9]+" + _S + rb"\S.*")
+_POINTS2D_LINE = re.compile(rb"(?:[ \t]+" + _F + _S + _F + _S + _I + rb")*[ \t]*|" + _F + _S + _F + _S + _I
+                            + rb"(?:[ \t]+" + _F + _S + _F + _S + _I + rb")*[ \t]*")
+_POINT_LINE = re.compile(rb"[ \t]*[0-9]+(?:" + _S + _F + rb"){3}(?:" + _S + rb"[0-9]+){3}" + _S + _F + rb"(?:" + _S
+                         + rb"[0-9]+" + _S + rb"[0-9]+)*[ \t]*")
+_LINE_FORMATS = {
+    "cameras": (_CAMERA_LINE, "CAMERA_ID MODEL WIDTH HEIGHT PARAMS[] (numbers only)"),
+    "images": (_IMAGE_LINE, "IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID NAME"),
+    "points3D": (_POINT_LINE, "POINT3D_ID X Y Z R G B ERROR TRACK[] as (IMAGE_ID POINT2D_IDX) pairs"),
+}
+
+
+def check_text_syntax(files: dict[str, Path]) -> None:
+    """Match every data line of a text model against its format (errors name the file and line).
+
+    Catches what pycolmap reads leniently: junk inside a number, a missing or extra value, a truncated
+    last line. A file without data lines and without COLMAP's ``# Number of ...`` header is refused too
+    (COLMAP always writes the header: a 0-byte or header-truncated file is damaged, not an empty model).
+    """
+    for kind, path in files.items():
+        if path.suffix != ".txt":
+            continue
+        regex, fmt = _LINE_FORMATS[kind]
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise layout_error(path, f"cannot read ({e.strerror or e})") from e
+        require_final_newline(path, data, f"COLMAP {kind} file")  # COLMAP ends every line with std::endl
+        expect_points2d = False
+        n_data = 0
+        has_count = False
+        for i, raw in enumerate(data.split(b"\n"), 1):
+            line = raw.rstrip(b"\r")
+            if expect_points2d:  # the second line of an image: its observations (may be empty)
+                expect_points2d = False
+                if not _POINTS2D_LINE.fullmatch(line):
+                    raise layout_error(path, "expected the image's POINTS2D line: (X Y POINT3D_ID) triples, or an "
+                                             "empty line", line=i)
+                continue
+            if line.startswith(b"#"):
+                has_count = has_count or _COUNT_KEYS[kind].encode() in line
+                continue
+            if not line.strip():
+                continue
+            if not regex.fullmatch(line):
+                raise layout_error(path, f"malformed line; expected {fmt}", line=i)
+            n_data += 1
+            expect_points2d = kind == "images"
+        if expect_points2d:
+            raise layout_error(path, "the last image has no POINTS2D line (each image takes two lines): "
+                                     "truncated?")
+        if n_data == 0 and not has_count:
+            raise layout_error(path, f"no data lines and no COLMAP header ('{_COUNT_KEYS[kind]} N'): an empty or "
+                                     "truncated file")
+
+
+def _line_of(path: Path, first_token: str, every_other: bool = False) -> int | None:
+    """1-based line of a text model file whose first token is ``first_token`` (None for binary files)."""
+    if path.suffix != ".txt":
+        return None
+    try:
+        with path.open("rb") as fh:
+            data_lines = 0
+            for i, raw in enumerate(fh, 1):
+                if raw.startswith(b"#"):
+                    continue
+                data_lines += 1
+                if every_other and data_lines % 2 == 0:  # the POINTS2D line of an image
+                    continue
+                if raw.split(maxsplit=1)[:1] == [first_token.encode()]:
+                    return i
+    except OSError:
+        return None
+    return None
+
+
+def check_numbers(files: dict[str, Path], rec: Any) -> None:
+    """Refuse numbers pycolmap reads but no real model holds; errors name the file, line (text) and id."""
+    cams = files["cameras"]
+    for cid, cam in rec.cameras.items():
+        where = {"line": _line_of(cams, str(cid)), "key": f"camera {cid}"}
+        if not (0 < cam.width <= MAX_IMAGE_SIDE and 0 < cam.height <= MAX_IMAGE_SIDE):
+            raise layout_error(cams, f"size {cam.width}x{cam.height}; expected 1..{MAX_IMAGE_SIDE} pixels per side",
+                               **where)
+        params = np.asarray(cam.params, dtype=np.float64)
+        if not np.all(np.isfinite(params)):
+            raise layout_error(cams, f"non-finite parameter in {params.tolist()}", **where)
+        focal = params[list(cam.focal_length_idxs())]
+        if not np.all((focal > 0) & (focal <= MAX_FOCAL_PX)):
+            raise layout_error(cams, f"focal length {focal.tolist()}; expected (0, {MAX_FOCAL_PX:g}] pixels", **where)
+        cx, cy = params[list(cam.principal_point_idxs())]
+        if not (-cam.width <= cx <= 2 * cam.width and -cam.height <= cy <= 2 * cam.height):
+            raise layout_error(cams, f"principal point ({cx}, {cy}) is far outside the {cam.width}x{cam.height} "
+                                     "image", **where)
+    imgs = files["images"]
+    for iid, image in rec.images.items():
+        if int(image.camera_id) not in rec.cameras:
+            raise layout_error(imgs, f"image {iid} uses camera {image.camera_id}, which {cams.name} does not define",
+                               line=_line_of(imgs, str(iid), every_other=True), key=f"image {iid}")
+        if not image.has_pose:
+            continue
+        rig = image.cam_from_world
+        rig = rig() if callable(rig) else rig
+        q = np.asarray(rig.rotation.quat, dtype=np.float64)
+        t = np.asarray(rig.translation, dtype=np.float64)
+        where = {"line": _line_of(imgs, str(iid), every_other=True), "key": f"image {iid}"}
+        if not (np.all(np.isfinite(q)) and abs(float(np.linalg.norm(q)) - 1.0) <= QUAT_NORM_TOL):
+            raise layout_error(imgs, f"quaternion (w, x, y, z) = {[q[3], *q[:3]]} is not a unit quaternion "
+                                     f"(norm {float(np.linalg.norm(q)):.6g}, tolerance {QUAT_NORM_TOL})", **where)
+        if not (np.all(np.isfinite(t)) and float(np.abs(t).max()) <= MAX_TRANSLATION):
+            raise layout_error(imgs, f"translation {t.tolist()}; expected finite values within {MAX_TRANSLATION:g}",
+                               **where)
+
+
+def check_points(points_file: Path, table: PointTable) -> None:
+    """3D points finite and within ``MAX_TRANSLATION`` (errors name the file, line and point id)."""
+    bad = ~np.all(np.isfinite(table.xyz) & (np.abs(table.xyz) <= MAX_TRANSLATION), axis=1)
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        pid = int(table.ids[k])
+        raise layout_error(points_file, f"point {pid} at {table.xyz[k].tolist()}; expected finite coordinates "
+                                        f"within {MAX_TRANSLATION:g}", line=_line_of(points_file, str(pid)),
+                           key=f"point {pid}")
 
 
 #: Header comments COLMAP writes (``# Number of images: 14, mean observations ...``) -> what pycolmap must have read.
@@ -307,6 +460,7 @@ def point_table(reconstruction: Any) -> PointTable:
 
 
 __all__ = [
-    "MODEL_FILES", "PointTable", "cam_from_img", "cam_to_world", "img_from_cam", "is_pinhole", "model_files",
+    "MODEL_FILES", "PointTable", "cam_from_img", "cam_to_world", "check_numbers", "check_points", "img_from_cam",
+    "is_pinhole", "model_files",
     "nearest_lookup", "point_table", "pycolmap_module", "read_model", "resample", "to_pinhole", "world_to_cam",
 ]

@@ -220,11 +220,12 @@ def read_pose_file(path: str | Path) -> dict[int, np.ndarray]:
     scientific notation, may write the last matrix row as integers and end with a space
     (``700 -0.940061 -2.932256e-02 ... 0.000000 0 0.000000 1 ``): tokens are split on any whitespace.
     Every value must be finite, the frame id a non-negative integer, the rotation proper and the
-    translation within ``MAX_POSE_TRANSLATION_M``.
+    translation within ``MAX_POSE_TRANSLATION_M``; the file must end with a newline (one line per frame,
+    each ended: a last line without one was cut short, and ``1.800000`` cut to ``1.8`` still parses).
     """
     p = require_file(path, "KITTI-360 pose file", "download data_poses")
     out: dict[int, np.ndarray] = {}
-    for i, ln in enumerate(read_text(p, "KITTI-360 pose file").splitlines(), 1):
+    for i, ln in enumerate(read_text(p, "KITTI-360 pose file", final_newline=True).splitlines(), 1):
         if not ln.strip():
             continue
         toks = ln.split()

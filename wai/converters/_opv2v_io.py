@@ -15,7 +15,7 @@ import numpy as np
 import yaml
 
 from wai.converters._media import decode_image, verify_image
-from wai.converters._rawio import dir_problem, number, numbers, read_bytes
+from wai.converters._rawio import dir_problem, number, numbers, read_bytes, require_final_newline
 from wai.errors import SourceLayoutError, import_optional, layout_error, require_file
 
 N_CAMERAS = 4
@@ -65,10 +65,13 @@ _Loader.add_implicit_resolver(
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Parse a YAML file with the safe loader (plus ``1e-5`` floats); errors name the file and line.
 
-    Read as bytes with a size cap (PyYAML detects the encoding; undecodable bytes are a ``YAMLError``).
+    Read as bytes with a size cap (PyYAML detects the encoding; undecodable bytes are a ``YAMLError``). A file
+    whose last line lacks its newline is refused: ``yaml.dump`` always writes one, and a YAML cut inside its
+    last number still parses (``- 141.350677`` -> ``- 141.35``).
     """
     p = require_file(path, "OPV2V per-frame YAML")
     data = read_bytes(p, "OPV2V per-frame YAML")
+    require_final_newline(p, data, "OPV2V per-frame YAML")  # yaml.dump always ends with a newline
     try:
         doc = yaml.load(data, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader subclass
     except yaml.YAMLError as e:

@@ -64,9 +64,23 @@ def decode_text(path: str | Path, data: bytes, what: str) -> str:
                                  "(damaged file?)", line=line) from e
 
 
-def read_text(path: str | Path, what: str, max_bytes: int | None = None) -> str:
-    """A raw text file, bounded (``read_bytes``) and strictly decoded (``decode_text``)."""
-    return decode_text(path, read_bytes(path, what, max_bytes), what)
+def read_text(path: str | Path, what: str, max_bytes: int | None = None, final_newline: bool = False) -> str:
+    """A raw text file, bounded (``read_bytes``) and strictly decoded (``decode_text``).
+
+    ``final_newline``: the file's writer always ends it with a newline, so a file that does not is truncated
+    (a number cut short is still a number: ``1.800000`` -> ``1.8``); refused, naming the file and line.
+    """
+    data = read_bytes(path, what, max_bytes)
+    if final_newline:
+        require_final_newline(path, data, what)
+    return decode_text(path, data, what)
+
+
+def require_final_newline(path: str | Path, data: bytes, what: str) -> None:
+    """Refuse a non-empty file whose last line lacks its newline (its writer always writes one)."""
+    if data and not data.endswith(b"\n"):
+        raise layout_error(path, f"{what} does not end with a newline: truncated? (its last line may be cut short)",
+                           line=data.count(b"\n") + 1)
 
 
 def numbers(path: str | Path, tokens: Iterable[Any], *, line: int | None = None, key: str | None = None,
@@ -207,4 +221,4 @@ def describe(e: BaseException) -> str:
 
 __all__ = ["BrokenScene", "bad_name_reason", "broken_problems", "broken_scene", "decode_text", "describe",
            "dir_problem", "integer", "is_dir", "is_file", "list_dir", "number", "numbers", "raise_if_broken",
-           "read_bytes", "read_text", "safe_scene_name"]
+           "read_bytes", "read_text", "require_final_newline", "safe_scene_name"]

@@ -43,17 +43,28 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 
 from wai.converters import _colmap
+from wai.converters._media import decode_image, verify_image
+from wai.converters._rawio import (
+    bad_name_reason,
+    broken_problems,
+    broken_scene,
+    dir_problem,
+    is_dir,
+    is_file,
+    raise_if_broken,
+)
 from wai.converters.base import Converter, ConverterOptions, SceneRef, option
-from wai.errors import SourceLayoutError, WaiError, layout_error, require_file
+from wai.errors import SourceLayoutError, SourceNotFoundError, UsageError, WaiError, layout_error
 from wai.format.cameras import Camera
-from wai.format.codecs import cv2, read_image
+from wai.format.codecs import cv2
 from wai.format.conventions import COLMAP_TO_OPENCV_PRINCIPAL_SHIFT, invert_pose
+from wai.format.paths import resolve_inside
 from wai.format.projection import project_to_depth
 from wai.format.scene import Modality, SceneWriter
 
@@ -94,7 +105,8 @@ class ETH3DOptions(ConverterOptions):
 
 
 def _is_scene(d: Path) -> bool:
-    return any((d / sub).is_dir() for sub in (UNDISTORTED, DISTORTED, IMAGE_ROOT))
+    return any(is_dir(d / sub) or dir_problem(d / sub) not in ("missing", "not a directory")
+               for sub in (UNDISTORTED, DISTORTED, IMAGE_ROOT))
 
 
 def _base(name: str) -> str:
@@ -108,6 +120,16 @@ class ETH3DConverter(Converter):
     name = "eth3d"
     provides = frozenset({"image", "depth", "sparse_depth"})
     Options = ETH3DOptions
+    layout_hint = ("ETH3D root: <scene>/dslr_calibration_undistorted/{cameras,images,points3D}.txt and "
+                   "<scene>/images/dslr_images_undistorted/*.JPG (or --input one scene folder)")
+
+    def validate_options(self) -> None:
+        """Option values that can never work raise ``UsageError`` before any scene starts."""
+        m = self.opts.max_size
+        if m is not None and not 16 <= int(m) <= _colmap.MAX_IMAGE_SIDE:
+            raise UsageError(f"--max-size {m}: expected 16..{_colmap.MAX_IMAGE_SIDE} pixels")
+        if self.opts.image_format not in ("jpg", "png"):
+            raise UsageError(f"--image-format {self.opts.image_format!r}: expected jpg or png")
 
     @property
     def opts(self) -> ETH3DOptions:
@@ -122,51 +144,123 @@ class ETH3DConverter(Converter):
 
     # --- listing ---------------------------------------------------------------------------------
     def iter_scenes(self) -> Iterator[SceneRef]:
-        """One scene per folder holding ETH3D calibration or image folders (or the root itself), sorted."""
+        """One scene per folder holding ETH3D calibration or image folders (or the root itself), sorted.
+
+        A folder under the root that cannot be listed, or whose name cannot name a scene, becomes a scene that
+        fails with the reason (it may hold a scene; it is never skipped silently).
+        """
         if self.opts.max_size is not None and self.opts.max_size < 16:
-            raise WaiError(f"--max-size {self.opts.max_size}: expected at least 16 pixels")
-        dirs = [self.root] if _is_scene(self.root) else sorted(
-            d for d in self.root.iterdir() if d.is_dir() and _is_scene(d))
+            raise UsageError(f"--max-size {self.opts.max_size}: expected at least 16 pixels")
+        if _is_scene(self.root):
+            dirs = [self.root]
+        else:
+            dirs = []
+            for d in sorted(self.root.iterdir()):
+                problem = dir_problem(d)
+                if problem == "not a directory":
+                    continue
+                if problem is not None:
+                    yield broken_scene(d.name, f"{d}: folder is {problem} (an ETH3D scene?)")
+                elif _is_scene(d):
+                    dirs.append(d)
         for d in dirs:
+            reason = bad_name_reason(d.name, d)
+            if reason is not None:
+                yield broken_scene(d.name, reason)
+                continue
             imgs = d / UNDISTORTED_IMAGES
-            n = sum(1 for p in imgs.iterdir() if p.is_file()) if imgs.is_dir() else None
+            try:
+                n = sum(1 for p in imgs.iterdir() if p.is_file()) if is_dir(imgs) else None
+            except OSError:
+                n = None
             yield SceneRef(d.name, "test" if d.name in TEST_SCENES else "train", data=str(d), n_frames=n)
 
+    def _image_path(self, sd: Path, image: Any) -> Path:
+        """The image file of an ``images.txt`` NAME (relative to ``<scene>/images``), inside ``--input``."""
+        return self._inside(sd, IMAGE_ROOT, image.name, _colmap.model_files(sd / UNDISTORTED)["images"],
+                            f"image {image.image_id} NAME")
+
+    def _inside(self, sd: Path, prefix: str, name: str, source: Path, entry: str) -> Path:
+        """``<scene>/<prefix>/<name>`` resolved inside ``--input``: ``name`` comes from raw metadata, so an
+        absolute path, a ``..`` component or a symlink leaving ``--input`` raises ``PathEscapeError`` naming
+        ``source`` and ``entry``."""
+        norm = str(name).replace("\\", "/")
+        if not norm or PurePosixPath(norm).is_absolute() or ".." in PurePosixPath(norm).parts:
+            resolve_inside(self.root, norm or name, source=source, entry=entry, what="path")  # raises
+        scene_rel = PurePosixPath(*sd.relative_to(self.root).parts) if sd != self.root else PurePosixPath()
+        return resolve_inside(self.root, (scene_rel / prefix / norm).as_posix(), source=source, entry=entry,
+                              what="path")
+
     def check_scene(self, scene: SceneRef) -> list[str]:
-        """Every missing or malformed raw file of a scene, by name."""
+        """Every problem conversion would meet, before it starts: the COLMAP models (numbers included), each
+        image (inside ``--input``, a complete JPEG of its camera's size), each mask (a complete 8-bit PNG of the
+        distorted camera's size), each ground-truth depth (size of the distorted camera), the points3D."""
+        broken = broken_problems(scene)
+        if broken is not None:
+            return broken
         sd = Path(scene.data)
         problems: list[str] = []
         try:
             und = _colmap.read_model(sd / UNDISTORTED)
+            _colmap.check_points(_colmap.model_files(sd / UNDISTORTED)["points3D"], _colmap.point_table(und))
         except WaiError as e:
             return [str(e)]
-        needs_dist = (sd / GT_DIR).is_dir() or (sd / MASK_DIR).is_dir()
+        needs_dist = self._needs_distorted(sd)
         dist = None
         if needs_dist:
             try:
                 dist = _colmap.read_model(sd / DISTORTED)
             except WaiError as e:
                 problems.append(f"{e} (needed to resample {GT_DIR} / {MASK_DIR})")
+        for folder in (UNDISTORTED_IMAGES, GT_DIR, MASK_DIR):
+            problem = dir_problem(sd / folder)
+            if problem not in (None, "missing"):
+                problems.append(f"{sd / folder}: folder is {problem}")
+        cams_file = _colmap.model_files(sd / UNDISTORTED)["cameras"]
         for image in und.images.values():
-            p = sd / IMAGE_ROOT / image.name
-            if not p.is_file():
-                problems.append(f"missing image {p} (listed in {sd / UNDISTORTED / 'images.txt'})")
+            if not image.has_pose:
+                continue
+            try:
+                p = self._image_path(sd, image)
+                cam0 = _colmap.to_pinhole(und.cameras[image.camera_id], cams_file)
+                self._verify_image(p, cam0, image)
+            except WaiError as e:
+                problems.append(str(e))
             base = _base(image.name)
-            if (sd / MASK_DIR).is_dir() and not (sd / MASK_DIR / f"{Path(base).stem}.png").is_file():
-                problems.append(f"missing mask {sd / MASK_DIR / (Path(base).stem + '.png')}")
-            gt = sd / GT_DIR / base
-            if (sd / GT_DIR).is_dir():
-                if not gt.is_file():
-                    problems.append(f"missing ground-truth depth {gt}")
-                elif dist is not None:
-                    try:
-                        cam = dist.cameras[self._dist_image(dist, base, sd).camera_id]
-                        if gt.stat().st_size != cam.width * cam.height * 4:
-                            problems.append(f"{gt}: {gt.stat().st_size} bytes, expected {cam.width}x{cam.height}x4 "
-                                            f"(raw float32 of the distorted camera)")
-                    except WaiError as e:
-                        problems.append(str(e))
+            images_txt = _colmap.model_files(sd / UNDISTORTED)["images"]
+            dcam = None
+            if dist is not None:
+                try:
+                    dimage = self._dist_image(dist, base, sd)
+                    self._check_same_pose(dimage, _colmap.cam_to_world(image), sd, base)
+                    dcam = dist.cameras[dimage.camera_id]
+                except WaiError as e:
+                    problems.append(str(e))
+            if is_dir(sd / MASK_DIR):
+                try:
+                    mpath = self._inside(sd, MASK_DIR, f"{Path(base).stem}.png", images_txt,
+                                         f"image {image.image_id} NAME")
+                    if not is_file(mpath):
+                        problems.append(f"missing mask {mpath}")
+                    elif dcam is not None:
+                        self._verify_mask(mpath, dcam)
+                except WaiError as e:
+                    problems.append(str(e))
+            if is_dir(sd / GT_DIR):
+                try:
+                    gt = self._inside(sd, GT_DIR, base, images_txt, f"image {image.image_id} NAME")
+                    if not is_file(gt):
+                        problems.append(f"missing ground-truth depth {gt}")
+                    elif dcam is not None and gt.stat().st_size != dcam.width * dcam.height * 4:
+                        problems.append(f"{gt}: {gt.stat().st_size} bytes, expected {dcam.width}x{dcam.height}x4 "
+                                        f"(raw float32 of the distorted camera)")
+                except WaiError as e:
+                    problems.append(str(e))
         return problems
+
+    def _needs_distorted(self, sd: Path) -> bool:
+        """Ground truth or masks are present (or their folders exist but cannot be read)."""
+        return any(dir_problem(sd / d) != "missing" for d in (GT_DIR, MASK_DIR))
 
     # --- conversion ------------------------------------------------------------------------------
     def _dist_image(self, dist: Any, base: str, sd: Path) -> Any:
@@ -184,13 +278,24 @@ class ETH3DConverter(Converter):
         return cam0.resized(max(1, round(cam0.w * s)), max(1, round(cam0.h * s)))
 
     def convert_scene(self, scene: SceneRef, writer: SceneWriter) -> dict[str, Any]:
-        """Write every registered image of ``dslr_calibration_undistorted`` in name order."""
+        """Write every registered image of ``dslr_calibration_undistorted`` in name order.
+
+        Any damaged raw file (a COLMAP model, an image, a mask, a ground-truth depth map) fails the scene with
+        a message naming it (``check_scene`` lists them all first); an image without a pose is dropped.
+        """
+        raise_if_broken(scene)
         sd = Path(scene.data)
         und = _colmap.read_model(sd / UNDISTORTED)
-        und_cams_file = _colmap.model_files(sd / UNDISTORTED)["cameras"]
-        has_gt, has_masks = (sd / GT_DIR).is_dir(), (sd / MASK_DIR).is_dir()
+        und_files = _colmap.model_files(sd / UNDISTORTED)
+        und_cams_file = und_files["cameras"]
+        for folder in (UNDISTORTED_IMAGES, GT_DIR, MASK_DIR):
+            problem = dir_problem(sd / folder)
+            if problem not in (None, "missing"):
+                raise layout_error(sd / folder, f"folder is {problem}")
+        has_gt, has_masks = is_dir(sd / GT_DIR), is_dir(sd / MASK_DIR)
         dist = _colmap.read_model(sd / DISTORTED) if (has_gt or has_masks) else None
         points = _colmap.point_table(und)
+        _colmap.check_points(und_files["points3D"], points)
         lookups: dict[tuple[int, Camera], np.ndarray] = {}
 
         writer.add_transform("world_from_source", np.eye(4))
@@ -216,12 +321,15 @@ class ETH3DConverter(Converter):
         for image in sorted(und.images.values(), key=lambda im: _base(im.name)):
             base = _base(image.name)
             frame = Path(base).stem
-            img_path = sd / IMAGE_ROOT / image.name
             if not image.has_pose:
                 writer.drop_frame(frame, f"no pose in {UNDISTORTED}/images.txt")
                 continue
-            require_file(img_path, "undistorted image", f"listed in {sd / UNDISTORTED / 'images.txt'}")
+            img_path = self._image_path(sd, image)
+            if not is_file(img_path):
+                raise SourceNotFoundError(f"missing undistorted image: expected a file at {img_path}; listed in "
+                                          f"{und_files['images']} (image {image.image_id})")
             cam0 = _colmap.to_pinhole(und.cameras[image.camera_id], und_cams_file)
+            self._verify_image(img_path, cam0, image)
             cam = self._camera(cam0)
             c2w = _colmap.cam_to_world(image)
 
@@ -241,8 +349,9 @@ class ETH3DConverter(Converter):
                 lut = lookups[key]
                 remove = np.zeros(cam.shape, dtype=bool)
                 if has_masks:
-                    mask = _colmap.resample(self._read_mask(sd / MASK_DIR / f"{Path(base).stem}.png", dcam),
-                                            lut, cam, MASK_NO_SOURCE)
+                    mpath = self._inside(sd, MASK_DIR, f"{Path(base).stem}.png", und_files["images"],
+                                         f"image {image.image_id} NAME")
+                    mask = _colmap.resample(self._read_mask(mpath, dcam), lut, cam, MASK_NO_SOURCE)
                     remove = np.isin(mask, removed)
                     mods["occlusion_mask"] = Modality("labels", mask, LABEL_TABLE)
                     cov["occluded_ratio"] = float(np.count_nonzero(mask == MASK_OCCLUDED) / mask.size)
@@ -251,7 +360,8 @@ class ETH3DConverter(Converter):
                 sparse = np.where(remove, 0.0, sparse).astype(np.float32)
                 depth = sparse
                 if has_gt:
-                    gt = _colmap.resample(self._read_gt(sd / GT_DIR / base, dcam), lut, cam, 0.0)
+                    gpath = self._inside(sd, GT_DIR, base, und_files["images"], f"image {image.image_id} NAME")
+                    gt = _colmap.resample(self._read_gt(gpath, dcam), lut, cam, 0.0)
                     depth = np.where(remove, 0.0, gt).astype(np.float32)
             mods["sparse_depth"] = Modality("depth", sparse)
             writer.add_frame(
@@ -264,11 +374,19 @@ class ETH3DConverter(Converter):
                 "n_points_projected": int(n_proj_total)}
 
     # --- per-file readers ------------------------------------------------------------------------
+    def _verify_image(self, path: Path, cam0: Camera, image: Any) -> None:
+        """A complete JPEG whose size is its camera's in ``cameras.txt`` (a distorted 6048x4032 image in the
+        undistorted folder, whose camera is e.g. 6220x4141, is refused: same name, other size)."""
+        verify_image(path, "ETH3D undistorted image", fmt="jpeg", size=(cam0.w, cam0.h),
+                     size_source=f"{UNDISTORTED}/cameras.txt (camera {image.camera_id})", channels=(1, 3),
+                     bit_depth=(8,))
+
     def _image(self, path: Path, cam0: Camera, cam: Camera) -> np.ndarray | Path:
-        """The source JPEG path (copied unchanged) or the decoded, resized RGB array to re-encode."""
+        """The source JPEG path (copied unchanged; verified by ``_verify_image``) or the decoded, resized RGB
+        array to re-encode."""
         if cam == cam0 and self.opts.image_format == "jpg" and path.suffix.lower() in (".jpg", ".jpeg"):
             return path
-        rgb = read_image(path)
+        rgb = decode_image(path, cv2.IMREAD_COLOR_RGB, "ETH3D undistorted image")
         if rgb.shape[:2] != cam0.shape:
             raise layout_error(path, f"image is {rgb.shape[1]}x{rgb.shape[0]}, but its camera in {UNDISTORTED}/"
                                      f"cameras.txt is {cam0.w}x{cam0.h}")
@@ -279,7 +397,9 @@ class ETH3DConverter(Converter):
     @staticmethod
     def _read_gt(path: Path, dcam: Any) -> np.ndarray:
         """Raw float32 z-depth of the distorted camera (size from its cameras.txt); +inf / NaN / <= 0 -> 0."""
-        require_file(path, "ground-truth depth (raw float32 named like the image)")
+        if not is_file(path):
+            raise SourceNotFoundError(f"missing ground-truth depth (raw float32 named like the image): expected a "
+                                      f"file at {path}")
         n = dcam.width * dcam.height
         size = path.stat().st_size
         if size != 4 * n:
@@ -289,11 +409,19 @@ class ETH3DConverter(Converter):
         return np.where(np.isfinite(d) & (d > 0), d, 0.0).astype(np.float32)
 
     @staticmethod
-    def _read_mask(path: Path, dcam: Any) -> np.ndarray:
+    def _verify_mask(path: Path, dcam: Any) -> None:
+        if not is_file(path):
+            raise SourceNotFoundError(f"missing occlusion mask (masks_for_images/dslr_images/<stem>.png): expected "
+                                      f"a file at {path}")
+        verify_image(path, "ETH3D occlusion mask", fmt="png", size=(dcam.width, dcam.height),
+                     size_source=f"{DISTORTED}/cameras.txt (camera {dcam.camera_id})", channels=(1,), bit_depth=(8,))
+
+    @classmethod
+    def _read_mask(cls, path: Path, dcam: Any) -> np.ndarray:
         """uint8 mask of the distorted camera with values in {0, 1, 2}."""
-        require_file(path, "occlusion mask (masks_for_images/dslr_images/<stem>.png)")
-        m = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if m is None or m.ndim != 2 or m.dtype != np.uint8:
+        cls._verify_mask(path, dcam)
+        m = decode_image(path, cv2.IMREAD_UNCHANGED, "ETH3D occlusion mask")
+        if m.ndim != 2 or m.dtype != np.uint8:
             raise layout_error(path, "expected an 8-bit single-channel PNG")
         if m.shape != (dcam.height, dcam.width):
             raise layout_error(path, f"mask is {m.shape[1]}x{m.shape[0]}, expected the distorted camera's "

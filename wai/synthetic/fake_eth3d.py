@@ -41,6 +41,10 @@ REAL_SIZE = (6048, 4032)
 REAL_FOCAL = (3411.42, 3410.02)
 REAL_PP = (3041.29, 2014.07)
 REAL_DISTORTION = (0.21047, 0.21102, -5.36231e-06, 0.00051541, -0.158023, 0.406856, -8.46499e-05, 0.000861313)
+#: Real pipes undistorted PINHOLE line: ``0 PINHOLE 6220 4141 3430.27 3429.23 3119.2 2057.75`` (its own size and
+#: focal length: COLMAP's undistorter grows the image to keep the field of view).
+REAL_UND_SIZE = (6220, 4141)
+REAL_UND_PARAMS = (3430.27, 3429.23, 3119.2, 2057.75)
 SCENE_NAMES = ("courtyard", "botanical_garden")  # a training scene (GT, masks) and a test scene (neither)
 
 CAMERAS_HEADER = "# Camera list with one line of data per camera:\n#   CAMERA_ID, MODEL, WIDTH, HEIGHT, PARAMS[]\n"
@@ -67,17 +71,27 @@ def rounded(x: np.ndarray) -> np.ndarray:
     return np.array([float(g(v)) for v in np.asarray(x, dtype=np.float64).ravel()]).reshape(np.shape(x))
 
 
-def _colmap_cameras(pycolmap: Any, w: int, h: int) -> tuple[Any, Any]:
-    """(distorted THIN_PRISM_FISHEYE, undistorted PINHOLE) camera 0 with 6-digit parameters."""
+def _colmap_cameras(pycolmap: Any, w: int, h: int, real_shapes: bool = False) -> tuple[Any, Any]:
+    """(distorted THIN_PRISM_FISHEYE, undistorted PINHOLE) camera 0 with 6-digit parameters.
+
+    With ``real_shapes`` the undistorted camera has its own size and focal length, scaled from the real pipes
+    line (6220x4141, f 3430.27 / 3429.23, pp 3119.2 / 2057.75 for the 6048x4032 distorted camera).
+    """
     s = w / REAL_SIZE[0]
     dist = rounded(np.array([REAL_FOCAL[0] * s, REAL_FOCAL[1] * s, REAL_PP[0] * s, REAL_PP[1] * h / REAL_SIZE[1],
                              *REAL_DISTORTION]))
-    # The undistorted twin: a slightly shorter focal length (COLMAP's undistorter keeps the field of view)
-    # and a principal point away from the distorted one, so the -0.5 shift and the remap are both visible.
-    und = rounded(np.array([dist[0] * 0.96, dist[1] * 0.96, w / 2 + 1.3, h / 2 - 0.7]))
     cd = pycolmap.Camera.create_from_model_name(0, "THIN_PRISM_FISHEYE", 1.0, w, h)
     cd.params = dist
-    cu = pycolmap.Camera.create_from_model_name(0, "PINHOLE", 1.0, w, h)
+    if real_shapes:
+        wu, hu = round(REAL_UND_SIZE[0] * s), round(REAL_UND_SIZE[1] * h / REAL_SIZE[1])
+        fx, fy, cx, cy = REAL_UND_PARAMS
+        und = rounded(np.array([fx * s, fy * s, cx * wu / REAL_UND_SIZE[0], cy * hu / REAL_UND_SIZE[1]]))
+        cu = pycolmap.Camera.create_from_model_name(0, "PINHOLE", 1.0, wu, hu)
+    else:
+        # The undistorted twin: a slightly shorter focal length (COLMAP's undistorter keeps the field of view)
+        # and a principal point away from the distorted one, so the -0.5 shift and the remap are both visible.
+        und = rounded(np.array([dist[0] * 0.96, dist[1] * 0.96, w / 2 + 1.3, h / 2 - 0.7]))
+        cu = pycolmap.Camera.create_from_model_name(0, "PINHOLE", 1.0, w, h)
     cu.params = und
     return cd, cu
 
@@ -134,7 +148,8 @@ def _visible(world: World, c2w: np.ndarray, cam: Camera, pts: np.ndarray) -> np.
 
 
 def make_fake(root: str | Path, n_scenes: int = 2, n_images: int = 3, w: int = 240, h: int = 160,
-              points_per_image: int = 150, seed: int = 0, n_train: int = 1) -> Eth3dFakeInfo:
+              points_per_image: int = 150, seed: int = 0, n_train: int = 1, real_shapes: bool = False,
+              ) -> Eth3dFakeInfo:
     """Write ``n_scenes`` ETH3D scenes of ``n_images`` DSLR images each (``w`` x ``h``; the real DSLR is 6048x4032).
 
     The first ``n_train`` scenes are training scenes (ground-truth depth and masks, the first image with an
@@ -147,8 +162,9 @@ def make_fake(root: str | Path, n_scenes: int = 2, n_images: int = 3, w: int = 2
     root = Path(root)
     world = World.street(seed)
     rng = np.random.default_rng(seed)
-    cd, cu = _colmap_cameras(pycolmap, w, h)
+    cd, cu = _colmap_cameras(pycolmap, w, h, real_shapes)
     cam = _pinhole(cu)
+    wu, hu = cam.w, cam.h
     truth: dict[str, Any] = {}
     for s in range(n_scenes):
         name = SCENE_NAMES[s] if s < len(SCENE_NAMES) else f"scene_{s}"
@@ -169,7 +185,7 @@ def make_fake(root: str | Path, n_scenes: int = 2, n_images: int = 3, w: int = 2
         # 3D points: rays cast from every camera into the world, visibility by ray casting.
         pts = []
         for c2w in c2ws:
-            uv = rng.uniform([2, 2], [w - 3, h - 3], size=(points_per_image, 2))
+            uv = rng.uniform([2, 2], [wu - 3, hu - 3], size=(points_per_image, 2))
             d = cam.rays(uv) @ c2w[:3, :3].T
             hits = world.cast(c2w[:3, 3], d)
             pts.append(hits.points[hits.hit])
@@ -204,7 +220,7 @@ def make_fake(root: str | Path, n_scenes: int = 2, n_images: int = 3, w: int = 2
                     ou.append(f" {g(uvu[k, 0])} {g(uvu[k, 1])} {point_ids[r]}")
                     od.append(f" {g(uvd[k, 0])} {g(uvd[k, 1])} {point_ids[r]}")
                 for _ in range(3):  # untriangulated keypoints
-                    x, y = rng.uniform(0, w), rng.uniform(0, h)
+                    x, y = rng.uniform(0, wu), rng.uniform(0, hu)
                     ou.append(f" {g(x)} {g(y)} -1")
                     od.append(f" {g(x)} {g(y)} -1")
             obs_und.append(ou)
@@ -217,14 +233,24 @@ def make_fake(root: str | Path, n_scenes: int = 2, n_images: int = 3, w: int = 2
                                        ("dslr_calibration_jpg", "dslr_images", cd, obs_dist)):
             cdir = sd / calib
             cdir.mkdir(parents=True, exist_ok=True)
+            jpg_multi = real_shapes and calib == "dslr_calibration_jpg"
+            cam_lines = f"0 {cam_c.model_name} {cam_c.width} {cam_c.height} {' '.join(g(p) for p in cam_c.params)}\n"
+            cam_id = 0
+            if jpg_multi:  # a second camera (another body), used by every image; camera 0 is unused here
+                other = rounded(np.asarray(cam_c.params) * np.r_[np.full(4, 1.01), np.full(8, 0.9)])
+                cam_lines = (f"0 {cam_c.model_name} {cam_c.width} {cam_c.height} {' '.join(g(p) for p in other)}\n"
+                             f"1 {cam_c.model_name} {cam_c.width} {cam_c.height} "
+                             f"{' '.join(g(p) for p in cam_c.params)}\n")
+                cam_id = 1
             (cdir / "cameras.txt").write_text(
-                CAMERAS_HEADER + "# Number of cameras: 1\n"
-                + f"0 {cam_c.model_name} {w} {h} {' '.join(g(p) for p in cam_c.params)}\n")
+                CAMERAS_HEADER + f"# Number of cameras: {2 if jpg_multi else 1}\n" + cam_lines)
             lines = [IMAGES_HEADER + f"# Number of images: {n_images}, mean observations per image: "
                      f"{g(n_obs / n_images)}\n"]
             for i in order:
                 q, t = qt[i]
-                lines.append(f"{image_ids[i]} {' '.join(g(v) for v in q)} {' '.join(g(v) for v in t)} 0 "
+                if jpg_multi and i % 2 == 0:
+                    q = -q  # -q is the same rotation; real files have negative qw
+                lines.append(f"{image_ids[i]} {' '.join(g(v) for v in q)} {' '.join(g(v) for v in t)} {cam_id} "
                              f"{sub}/{names[i]}.JPG\n")
                 lines.append("".join(obs[i]) + "\n")
             (cdir / "images.txt").write_text("".join(lines))
