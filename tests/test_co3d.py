@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -257,5 +258,11 @@ def test_error_messages(raw_copy: Path, tmp_path: Path) -> None:
     with pytest.raises(SourceLayoutError, match=r"frame_annotations\.jgz \[.*\.viewpoint\]: malformed viewpoint"):
         _convert(raw_copy, tmp_path / "o2", categories="car")
     (raw_copy / "car" / "sequence_annotations.jgz").write_bytes(b"not gzip")
-    with pytest.raises(SourceLayoutError, match=r"sequence_annotations\.jgz: not a gzip'd JSON file"):
-        list(Co3DConverter(raw_copy).iter_scenes())
+    # A category that cannot be listed does not abort the listing (issue 15): it becomes a failed scene.
+    scenes = list(Co3DConverter(raw_copy).iter_scenes())
+    assert [s.name for s in scenes] == ["car"]
+    msg = r"sequence_annotations\.jgz: not a gzip'd JSON file"
+    assert any(re.search(msg, p) for p in Co3DConverter(raw_copy).check_scene(scenes[0]))
+    res = run_conversion(Co3DConverter(raw_copy), tmp_path / "o3", RunOptions(workers=1, progress=False))
+    assert [(r.name, r.status) for r in res.results] == [("car", "failed")]
+    assert re.search(r"SourceLayoutError: .*" + msg, res.results[0].error)

@@ -92,6 +92,8 @@ SOURCES: dict[str, FuzzSource] = {
         lambda root: get_fake("eth3d")(root, n_scenes=2, n_images=3, w=96, h=64, points_per_image=30,
                                        real_shapes=True),
         {}, final_newline=r"dslr_calibration_"),
+    "co3d": FuzzSource(lambda root: get_fake("co3d")(root, n_frames=3, real_shapes=True), {"min_quality": 0.2},
+                       benign_drops=("no frame annotation",)),
 }
 
 
@@ -103,7 +105,8 @@ class Baseline:
     raw: Path
     out: Path
     frames: dict[tuple[str, str], dict[str, Any]]  # frame key -> frame dict plus "_dir" (its scene dir)
-    drops: set[str]  # drop reasons
+    drops: Counter[str]  # drop reason -> frames dropped with it
+    skipped: dict[str, str]  # scenes the listing skipped on purpose, with the reason
     files: list[Path]  # raw files (relative)
     dirs: list[Path]  # raw folders (relative)
 
@@ -118,8 +121,8 @@ def _frame_key(meta: dict[str, Any], frame: dict[str, Any]) -> tuple[str, str]:
     return str(group), str(frame["frame_name"])
 
 
-def _collect(out: Path, res: Any) -> tuple[dict[tuple[str, str], dict[str, Any]], set[str]]:
-    """Written frames (by ``_frame_key``) of the finished scenes, and every drop reason of the run."""
+def _collect(out: Path, res: Any) -> tuple[dict[tuple[str, str], dict[str, Any]], Counter[str]]:
+    """Written frames (by ``_frame_key``) of the finished scenes, and how many frames each drop reason took."""
     frames: dict[tuple[str, str], dict[str, Any]] = {}
     for r in res.results:
         d = out / r.name
@@ -128,7 +131,9 @@ def _collect(out: Path, res: Any) -> tuple[dict[tuple[str, str], dict[str, Any]]
         meta = load_scene(d).meta
         for f in meta["frames"]:
             frames[_frame_key(meta, f)] = {**f, "_dir": d, "_mods": meta["frame_modalities"]}
-    drops = {str(k) for r in res.results for k in r.drop_reasons}
+    drops: Counter[str] = Counter()
+    for r in res.results:
+        drops.update({str(k): int(v) for k, v in r.drop_reasons.items()})
     return frames, drops
 
 
@@ -148,7 +153,11 @@ def baseline(name: str, tmp: Path) -> Baseline:
     frames, drops = _collect(out, res)
     files = sorted(p.relative_to(raw) for p in raw.rglob("*") if p.is_file())
     dirs = sorted(p.relative_to(raw) for p in raw.rglob("*") if p.is_dir())
-    return Baseline(name, raw, out, frames, drops, files, dirs)
+    return Baseline(name, raw, out, frames, drops, _skipped(res), files, dirs)
+
+
+def _skipped(res: Any) -> dict[str, str]:
+    return dict((res.manifest or {}).get("scenes_skipped_by_converter") or {})
 
 
 # --- mutations ----------------------------------------------------------------------------------------
@@ -417,11 +426,16 @@ def run_one(base: Baseline, seed: int, work: Path) -> Outcome:
         any_diff = True
         if "*" not in m.undetectable and not set(diffs) <= set(m.undetectable):
             problems.append(f"frame {key} written from bad data (differs from the baseline in {diffs})")
-    new_drops = drops - base.drops
+    new_drops = {d for d, n in drops.items() if n > base.drops.get(d, 0)}
     suspicious = {d for d in new_drops if not d.startswith(SOURCES[base.name].benign_drops)}
     if not check_found and (failed or suspicious):
         what = [r.name for r in failed] + sorted(d[:160] for d in suspicious)
         problems.append(f"--check-raw reported nothing but conversion failed/dropped: {what}")
+    new_skips = {k: v for k, v in _skipped(res).items() if base.skipped.get(k) != v}
+    vanished = sorted(set(base.frames) - set(frames))
+    if vanished and not (failed or new_drops or new_skips or check_found):
+        problems.append(f"frames vanished without a failed scene, a drop, a skip or a --check-raw problem: "
+                        f"{vanished[:4]}")
     if failed:
         result = "failed"
     elif new_drops:

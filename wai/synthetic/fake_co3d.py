@@ -104,11 +104,17 @@ def _dump_jgz(path: Path, obj: object) -> None:
         f.write(json.dumps(obj).encode("utf8"))
 
 
-def make_fake(root: str | Path, n_frames: int = 3, seed: int = 0, scale: int = 1) -> FakeInfo:
+def make_fake(root: str | Path, n_frames: int = 3, seed: int = 0, scale: int = 1,
+              real_shapes: bool = False) -> FakeInfo:
     """Write one category with three orbit sequences (the third below the quality threshold).
 
     ``scale`` multiplies the 120x160 size (and the intrinsics, masked block and non-finite pixels);
     ``scale=4`` gives 480x640, about the 479x640 of the real example in docs/sources/co3d.md (the benchmark).
+
+    ``real_shapes`` makes the second sequence's entries look like the real v2 annotation quoted in
+    source_formats.md §4.2: ``frame_number`` 1 pairs with ``frame000001.jpg`` (numbers equal to the file
+    suffix, starting at 1), ``frame_timestamp`` 0.0 first, v1-style ``meta.frame_splits`` next to
+    ``ndc_isotropic`` viewpoints, and ``camera_name: null``.
     """
     root = Path(root)
     k = int(scale)
@@ -124,9 +130,11 @@ def make_fake(root: str | Path, n_frames: int = 3, seed: int = 0, scale: int = 1
             (cd / seq / sub).mkdir(parents=True, exist_ok=True)
         car_inst = [b for b in world.boxes if b.cls == "car"][car].instance
         street, co3d = orbit_poses(world, si, n_frames)
+        real = real_shapes and si == 1
         for i in range(n_frames):
             r = world.render(cam, street[i])
             stem = f"frame{i + 1:06d}"
+            number = i + 1 if real else i
             rel = f"{CATEGORY}/{seq}"
             cv2.imwrite(str(cd / seq / "images" / f"{stem}.jpg"), r["rgb"][..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
             depth = (r["depth"] * SCALE).astype(np.float32)
@@ -141,16 +149,22 @@ def make_fake(root: str | Path, n_frames: int = 3, seed: int = 0, scale: int = 1
                         [cv2.IMWRITE_PNG_BILEVEL, 1])
             fg = cv2.blur((r["instance"] == car_inst).astype(np.float32), (3, 3))  # soft edges: Prob(fg)
             cv2.imwrite(str(cd / seq / "masks" / f"{stem}.png"), np.round(fg * 255).astype(np.uint8))
+            entry_meta = {"frame_type": "train_known", "frame_splits": [], "eval_batch_maps": []}
+            if real:
+                entry_meta = {"frame_type": "dev_known", "eval_batch_maps": [],
+                              "frame_splits": [f"singlesequence_{CATEGORY}_dev_1_known",
+                                               f"multisequence_{CATEGORY}_dev_known"]}
             frames.append({
-                "sequence_name": seq, "frame_number": i, "frame_timestamp": i / 30.0,
+                "sequence_name": seq, "frame_number": number, "frame_timestamp": i / 30.0,
                 "image": {"path": f"{rel}/images/{stem}.jpg", "size": [cam.h, cam.w]},
                 "depth": {"path": f"{rel}/depths/{stem}.jpg.geometric.png", "scale_adjustment": 1.0,
                           "mask_path": f"{rel}/depth_masks/{stem}.png"},
                 "mask": {"path": f"{rel}/masks/{stem}.png", "mass": float(np.round(fg * 255).sum() / 255)},
                 "viewpoint": pytorch3d_viewpoint(co3d[i], cam),
-                "meta": {"frame_type": "train_known", "frame_splits": [], "eval_batch_maps": []},
+                "meta": entry_meta,
+                **({"camera_name": None} if real else {}),
             })
-            entry = [seq, i, f"{rel}/images/{stem}.jpg"]
+            entry = [seq, number, f"{rel}/images/{stem}.jpg"]
             if si < 2:
                 fewview["train" if si == 0 else "val"].append(entry)
             if si == 0:
