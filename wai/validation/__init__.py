@@ -16,14 +16,16 @@ from wai.validation.validator import REPORT_VERSION, Issue, Report, format_repor
 __all__ = ["REPORT_VERSION", "Issue", "Report", "format_report", "run_cli", "validate"]
 
 
-def run_cli(path: str, as_json: bool, strict: bool, geometry: bool) -> int:
+def run_cli(path: str, as_json: bool, strict: bool, geometry: bool, progress: bool | None = None) -> int:
     """Validate ``path``, print the report (JSON or the summary) and return the exit code.
 
     0: no errors (in strict mode: no warnings either); 1: problems found; 2: ``path`` is not a directory
-    (a usage error; click also exits with 2 for bad options).
+    (a usage error; click also exits with 2 for bad options). ``progress``: a bar on stderr (None: when stderr
+    is a terminal and the output is not ``--json``).
     """
     try:
-        report = validate(path, strict=strict, geometry=geometry)
+        report = validate(path, strict=strict, geometry=geometry,
+                          progress=(False if as_json else None) if progress is None else progress)
     except SceneNotFoundError as e:
         print(f"wai-validate: {e}", file=sys.stderr)
         return 2

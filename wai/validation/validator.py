@@ -1,17 +1,19 @@
-"""The validator: checks a converted scene or dataset against the format contract and reports every problem.
+"""The validator: checks converted scenes and datasets against the format contract and reports every problem.
 
-``validate(path)`` accepts one scene directory (it holds ``scene_meta.json`` or ``_process_log.json``) or a
-dataset root (scenes as subdirectories, plus an optional ``_meta/``). It never stops at the first problem:
-every finding becomes an ``Issue`` with a stable ``code``; ``Report.to_json()`` is the machine-readable
-form (documented and stable, see ``docs/validation.md``) and ``format_report`` the one-screen summary.
+``validate(path)`` accepts one scene directory (it holds ``scene_meta.json`` or ``_process_log.json``), a
+dataset root (scenes as subdirectories, plus an optional ``_meta/``) or a folder of dataset roots (e.g.
+``converted/{co3d,kitti360}``). It never stops at the first problem: every finding becomes an ``Issue`` with a
+stable ``code``; ``Report.to_json()`` is the machine-readable form (documented and stable, see
+``docs/validation.md``) and ``format_report`` the one-screen summary. It only reads: nothing is written,
+moved or deleted, and no path read from the data is followed outside the dataset (``resolve_inside``).
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
+import io
 import math
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,28 +21,21 @@ from typing import Any
 import numpy as np
 
 from wai import FORMAT_VERSION, WAI_VERSION
-from wai.errors import SceneNotFoundError, WaiError
-from wai.format import codecs
+from wai.errors import PathEscapeError, SceneNotFoundError, WaiError
 from wai.format.cameras import Camera
 from wai.format.codecs import cv2
 from wai.format.conventions import CAMERA_MODELS, DEPTH_TYPE_OF_MODEL, PINHOLE, is_proper_rotation
-from wai.format.scene import (
-    COVERAGE_JSON,
-    FAILED,
-    FINISHED,
-    PROCESS_LOG,
-    SCENE_META,
-    STAGE,
-    get_process_log,
-    scene_state,
-)
+from wai.format.paths import read_json, resolve_inside
+from wai.format.scene import COVERAGE_JSON, FAILED, FINISHED, PROCESS_LOG, RUNNING, SCENE_META, STAGE
 from wai.format.schema import check_meta
 from wai.validation import geometry as geo
 
-#: Version of the JSON report layout (``Report.to_json()["version"]``); bumped on incompatible changes.
-REPORT_VERSION = "1.0"
+#: Version of the JSON report layout (``Report.to_json()["version"]``); bumped when keys are added.
+REPORT_VERSION = "1.1"
 ERROR, WARNING = "error", "warning"
 META_DIR = "_meta"
+#: Decoded depth maps of one scene kept in memory for the geometric check (beyond it they are re-read).
+DEPTH_CACHE_BYTES = 512 << 20
 
 #: Leading bytes of each container, to catch a file whose extension lies about its content.
 _MAGIC = {".jpg": (b"\xff\xd8\xff",), ".jpeg": (b"\xff\xd8\xff",), ".png": (b"\x89PNG\r\n\x1a\n",),
@@ -48,6 +43,20 @@ _MAGIC = {".jpg": (b"\xff\xd8\xff",), ".jpeg": (b"\xff\xd8\xff",), ".png": (b"\x
 _EXTENSIONS = {"image": (".jpg", ".jpeg", ".png"), "depth": (".exr",), "binary": (".png",),
                "labels": (".png",), "numpy": (".npy", ".npz")}
 _DECODE_ERRORS = (WaiError, OSError, ValueError, EOFError, cv2.error)
+
+#: Folder names that mark raw (unconverted) datasets, per source (the converter's --input layout).
+RAW_MARKERS: dict[str, tuple[str, ...]] = {
+    "kitti360": ("calibration", "data_2d_raw", "data_3d_raw", "data_poses", "data_2d_semantics"),
+    "eth3d": ("dslr_calibration_undistorted", "dslr_calibration_jpg", "dslr_images_undistorted",
+              "ground_truth_depth", "masks_for_images"),
+    "co3d": ("frame_annotations.jgz", "sequence_annotations.jgz", "set_lists"),
+    "opv2v": ("data_protocol.yaml",),
+    "vkitti2": ("vkitti_2.0.3_rgb", "vkitti_2.0.3_depth", "vkitti_2.0.3_textgt", "extrinsic.txt", "intrinsic.txt"),
+}
+#: File extensions of raw sensor data and source metadata (never written by the converters).
+RAW_EXTENSIONS = (".bin", ".pcd", ".ply", ".txt", ".yaml", ".yml", ".jgz", ".gz", ".7z", ".zip", ".JPG", ".npz")
+#: Entries listed per folder when sniffing for raw data (bounded, so a huge raw tree stays cheap).
+_SNIFF = 200
 
 
 @dataclass(frozen=True)
@@ -68,7 +77,7 @@ class Issue:
 
 @dataclass
 class Report:
-    """Everything ``validate`` found. ``geometry`` maps scene name -> geometric-check summary."""
+    """Everything ``validate`` found. ``geometry`` maps scene path (relative to the root) -> summary."""
 
     root: str
     scenes: int = 0
@@ -145,13 +154,15 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else "(no message)"
 
 
-def _read_json(path: Path) -> tuple[Any, str | None]:
+def _read_json(path: Path, what: str) -> tuple[Any, str | None]:
+    """``read_json`` (size-capped, nesting-safe) as ``(data, problem)``."""
     try:
-        return json.loads(path.read_text()), None
-    except (OSError, UnicodeDecodeError) as e:
+        return read_json(path, what=what), None
+    except OSError as e:
         return None, f"cannot be read ({e})"
-    except ValueError as e:
-        return None, f"is not valid JSON ({e})"
+    except (WaiError, UnicodeDecodeError, ValueError) as e:
+        msg = str(e)
+        return None, msg.split(": ", 1)[1] if msg.startswith(str(path)) and ": " in msg else msg
 
 
 def _is_number(x: Any) -> bool:
@@ -162,7 +173,64 @@ def _is_scene_dir(p: Path) -> bool:
     return (p / SCENE_META).is_file() or (p / PROCESS_LOG).is_file()
 
 
+def _is_dataset_dir(p: Path) -> bool:
+    """A converted dataset root: ``_meta/manifest.json`` or at least one scene folder inside."""
+    if (p / META_DIR / "manifest.json").is_file():
+        return True
+    try:
+        return any(d.is_dir() and not d.name.startswith((".", "_")) and _is_scene_dir(d) for d in p.iterdir())
+    except OSError:
+        return False
+
+
+def _listing(p: Path, limit: int = _SNIFF) -> list[Path]:
+    out = []
+    try:
+        for k, d in enumerate(p.iterdir()):
+            if k >= limit:
+                break
+            out.append(d)
+    except OSError:
+        pass
+    return out
+
+
+def raw_source_hint(p: Path) -> str | None:
+    """``"<source>"`` (or ``"raw"``) when folder ``p`` looks like raw, unconverted data; None otherwise.
+
+    Looks at most ``_SNIFF`` entries of ``p`` and of each of its first 20 subfolders for a source's layout
+    markers (``RAW_MARKERS``) or raw file types (``RAW_EXTENSIONS``).
+    """
+    level1 = _listing(p)
+    names = {d.name for d in level1}
+    sub = [d for d in level1 if d.is_dir()][:20]
+    level2 = [e for d in sub for e in _listing(d)]
+    names2 = {e.name for e in level2}
+    level3 = [e for d in [d for d in level2 if d.is_dir()][:20] for e in _listing(d, 50)]
+    names3 = {e.name for e in level3}
+    for source, markers in RAW_MARKERS.items():
+        if any(m in names or m in names2 or m in names3 for m in markers):
+            return source
+    files = [e for e in [*level1, *level2] if e.suffix in RAW_EXTENSIONS and e.is_file()]
+    return "raw" if files else None
+
+
+def _raw_advice(name: str, source: str, shown: str) -> str:
+    conv = f"wai-convert {source}" if source != "raw" else "wai-convert <source>"
+    kind = f"raw {source} data" if source != "raw" else "raw (unconverted) data"
+    return (f"{name} looks like {kind}, not converted output; convert it into a separate folder "
+            f"(`{conv} --input {shown} --output <new folder>`) and validate that folder. wai-validate only reads: "
+            "the raw data is left as it is")
+
+
 # --- per-scene checks ----------------------------------------------------------------------------
+
+
+@dataclass
+class _Opts:
+    geometry: bool
+    max_pairs: int | None
+    seed: int
 
 
 @dataclass
@@ -170,28 +238,63 @@ class _SceneCtx:
     dir: Path
     prefix: str  # path of the scene relative to the validated root ("" for a single scene)
     sink: _Sink
+    base: Path  # the dataset root (resolved): no path read from data may leave it
+    in_base: str  # the scene folder relative to ``base``
     meta_rel: str = ""
 
     def rel(self, p: str) -> str:
         return _join(self.prefix, p)
 
+    def resolve(self, rel: str, entry: str, what: str = "path") -> Path:
+        """``rel`` (relative to the scene) resolved inside the dataset; ``PathEscapeError`` otherwise."""
+        return resolve_inside(self.base, f"{self.in_base}/{rel}" if self.in_base else rel,
+                              source=self.meta_rel or SCENE_META, entry=entry, what=what)
 
-def _check_state(ctx: _SceneCtx) -> str | None:
-    log_path = ctx.dir / PROCESS_LOG
-    if log_path.is_file():
-        data, err = _read_json(log_path)
+
+@dataclass
+class _SceneResult:
+    frames: int = 0
+    summary: dict[str, Any] | None = None
+    complete: bool = False
+    frames_with_depth: int = 0  # frames whose depth has at least one valid pixel
+
+
+def _escape(ctx: _SceneCtx, where: str, fld: str, e: PathEscapeError) -> None:
+    ctx.sink.error(where, fld, "path_escape",
+                   f"{e}; paths in a converted dataset must stay inside it: replace the link or path by the file "
+                   "itself (the loaders refuse it too)")
+
+
+def _fixed_file(ctx: _SceneCtx, name: str) -> Path | None:
+    """A scene's own file (``scene_meta.json``, ``_process_log.json``, ...) resolved inside the dataset."""
+    try:
+        return resolve_inside(ctx.base, f"{ctx.in_base}/{name}" if ctx.in_base else name,
+                              source=ctx.prefix or ctx.dir.name, entry=name, what="scene file")
+    except PathEscapeError as e:
+        _escape(ctx, ctx.rel(name), "", e)
+        return None
+
+
+def _check_state(ctx: _SceneCtx, meta_ok: bool) -> str | None:
+    state = None
+    log_path = _fixed_file(ctx, PROCESS_LOG) if (ctx.dir / PROCESS_LOG).exists() else None
+    if log_path is not None and log_path.is_file():
+        data, err = _read_json(log_path, PROCESS_LOG)
         if err:
             ctx.sink.error(ctx.rel(PROCESS_LOG), "", "invalid_json",
                            f"{ctx.rel(PROCESS_LOG)} {err}; re-run the conversion of this scene")
-    state = scene_state(ctx.dir)
-    if state == FAILED:
-        entry = get_process_log(ctx.dir).get(STAGE, {})
-        msg = _last_line(entry.get("message", "") if isinstance(entry, dict) else "")
-        ctx.sink.error(ctx.rel(PROCESS_LOG), f"{STAGE}.state", "conversion_failed",
-                       f"{ctx.rel(PROCESS_LOG)}: conversion failed: {msg}; fix the cause and re-run the converter "
-                       "(it redoes incomplete scenes)")
-    elif state != FINISHED:
-        why = (f"{SCENE_META} is missing" if not (ctx.dir / SCENE_META).is_file()
+        entry = data.get(STAGE) if isinstance(data, dict) else None
+        state = entry.get("state") if isinstance(entry, dict) else None
+        if state == FINISHED and not meta_ok:
+            state = RUNNING
+        if state == FAILED:
+            msg = _last_line(entry.get("message", "") if isinstance(entry, dict) else "")
+            ctx.sink.error(ctx.rel(PROCESS_LOG), f"{STAGE}.state", "conversion_failed",
+                           f"{ctx.rel(PROCESS_LOG)}: conversion failed: {msg}; fix the cause and re-run the "
+                           "converter (it redoes incomplete scenes)")
+            return state
+    if state != FINISHED:
+        why = (f"{SCENE_META} is missing" if not meta_ok
                else f"{PROCESS_LOG} says {state!r}, not 'finished'" if state else f"{PROCESS_LOG} is missing")
         ctx.sink.error(ctx.prefix or ".", "", "incomplete_scene",
                        f"scene {ctx.prefix or ctx.dir.name} is incomplete ({why}); re-run the converter, which "
@@ -230,7 +333,7 @@ def _check_top(ctx: _SceneCtx, meta: dict[str, Any]) -> None:
                            f"{m}: frame_name {name!r} is used by {n} frames; frame names must be unique in a scene")
     default = meta.get("camera_model", PINHOLE)
     models = {fr.get("camera_model", default) for fr in frames if isinstance(fr, dict)} or {default}
-    models = {mm for mm in models if mm in CAMERA_MODELS}
+    models = {mm for mm in models if isinstance(mm, str) and mm in CAMERA_MODELS}
     expected = {DEPTH_TYPE_OF_MODEL[mm] for mm in models}
     dt = meta.get("depth_type")
     if len(expected) > 1:
@@ -298,55 +401,88 @@ def _check_intrinsics(ctx: _SceneCtx, label: str, fr: dict[str, Any], default_mo
         return None
     try:
         cam = Camera.from_frame(fr, default_model)
-    except (WaiError, TypeError, ValueError):
+    except (WaiError, TypeError, ValueError, OverflowError):
         return None
     if cam.w <= 0 or cam.h <= 0 or not all(math.isfinite(x) for x in (cam.fl_x, cam.fl_y, cam.cx, cam.cy)):
         return None
     return cam
 
 
-def _read_raw(path: Path) -> np.ndarray:
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+def _truncated(ext: str, data: bytes) -> bool:
+    """True when a JPEG has no end-of-image marker after its last scan, or a PNG has no IEND chunk."""
+    if ext in (".jpg", ".jpeg"):
+        sos = data.rfind(b"\xff\xda")
+        return sos < 0 or data.rfind(b"\xff\xd9") < sos
+    if ext == ".png":
+        iend = data.rfind(b"IEND")
+        return iend < 0 or iend + 8 > len(data)
+    return False
+
+
+def _decode(p: Path, ext: str, fmt: str, data: bytes | None) -> np.ndarray:
+    """Decode a whole file (``data`` = its bytes, except for EXR depth, read by path as OpenCV needs)."""
+    if fmt == "numpy":
+        assert data is not None
+        arr = np.load(io.BytesIO(data), allow_pickle=False)
+        if isinstance(arr, np.lib.npyio.NpzFile):
+            with arr:
+                return arr[arr.files[0]] if arr.files else np.zeros(0)
+        return arr
+    if fmt == "depth":
+        d = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+        if d is None:
+            raise WaiError("OpenCV cannot decode it (truncated or corrupt EXR)")
+        return (d[..., 0] if d.ndim == 3 else d).astype(np.float32, copy=False)
+    assert data is not None
+    buf = np.frombuffer(data, dtype=np.uint8)
+    flags = cv2.IMREAD_COLOR_RGB if fmt == "image" else cv2.IMREAD_UNCHANGED
+    img = cv2.imdecode(buf, flags)
     if img is None:
-        raise WaiError(f"{path}: could not decode (corrupt file or wrong extension)")
+        raise WaiError("OpenCV cannot decode it (truncated or corrupt file)")
+    if fmt == "labels" and img.ndim == 3:
+        img = img[..., 0]
     return img
 
 
 def _check_file(ctx: _SceneCtx, label: str, key: str, fmt: str, rel: Any, w: Any, h: Any) -> np.ndarray | None:
-    """Existence, extension/content, decoding, shape and value checks of one modality file."""
+    """Containment, existence, extension/content, full decoding, shape and value checks of one modality file."""
     m = ctx.meta_rel
     fld = f"{label}.{key}"
     if not isinstance(rel, str) or not rel:
         return None  # check_meta reports the missing key
-    rp = Path(rel)
-    if rp.is_absolute() or ".." in rp.parts:
-        ctx.sink.error(m, fld, "bad_path", f"{m}: {fld} = {rel!r} must be a relative path inside the scene folder")
-        return None
     where = ctx.rel(rel)
-    p = ctx.dir / rp
+    try:
+        p = ctx.resolve(rel, fld, what="frame path")
+    except PathEscapeError as e:
+        _escape(ctx, m, fld, e)
+        return None
     if not p.is_file():
         ctx.sink.error(where, fld, "missing_file",
-                       f"{where} is missing ({m} {fld} points to it); re-run the conversion of this scene or "
-                       "fix the path")
+                       f"{where} is missing ({m} {fld} points to it); re-run the converter or fix the path")
         return None
-    ext = p.suffix.lower()
-    allowed = _EXTENSIONS.get(fmt, ())
-    if allowed and ext not in allowed:
+    ext = Path(rel).suffix.lower()
+    allowed = _EXTENSIONS[fmt]
+    if ext not in allowed:
         ctx.sink.error(where, fld, "bad_extension",
                        f"{where}: a `{fmt}` file must end in {'/'.join(allowed)}, not {ext!r}")
     try:
         with p.open("rb") as fh:
-            head = fh.read(8)
+            data = fh.read(8) if fmt == "depth" else fh.read()
     except OSError as e:
         ctx.sink.error(where, fld, "decode_failed", f"{where} cannot be read ({e})")
         return None
     magic = _MAGIC.get(ext)
-    if magic and not any(head.startswith(mg) for mg in magic):
+    if magic and not any(data.startswith(mg) for mg in magic):
         ctx.sink.error(where, fld, "extension_mismatch",
                        f"{where}: content does not match its extension {ext!r}; re-encode it or fix the extension")
         return None
+    if fmt != "depth" and _truncated(ext, data):
+        ctx.sink.error(where, fld, "decode_failed",
+                       f"{where} is truncated ({len(data)} bytes, no end marker); re-write it (a killed copy or "
+                       "conversion?)")
+        return None
     try:
-        arr = _read_raw(p) if fmt == "binary" else codecs.decode(p, fmt)
+        arr = _decode(p, ext, fmt, None if fmt == "depth" else data)
     except _DECODE_ERRORS as e:
         ctx.sink.error(where, fld, "decode_failed", f"{where} could not be decoded as `{fmt}` ({e}); re-write it")
         return None
@@ -386,27 +522,76 @@ def _check_file(ctx: _SceneCtx, label: str, key: str, fmt: str, rel: Any, w: Any
     return arr
 
 
-def _check_scene(scene_dir: Path, prefix: str, sink: _Sink, *, geometry: bool, max_pairs: int,
-                 seed: int) -> tuple[int, dict[str, Any] | None, bool]:
-    """Check one scene; returns (frames, geometry summary or None, complete)."""
-    ctx = _SceneCtx(scene_dir, prefix, sink, meta_rel=_join(prefix, SCENE_META))
-    state = _check_state(ctx)
-    meta_path = scene_dir / SCENE_META
-    if not meta_path.is_file():
-        return 0, None, False
+def _read_depth_for_geometry(f: geo.FrameGeom) -> np.ndarray:
+    """Re-read a depth map already checked once (resolved path); zeros if it changed size meanwhile."""
+    d = cv2.imread(str(f.depth_path), cv2.IMREAD_UNCHANGED)
+    if d is None:
+        return np.zeros((f.camera.h, f.camera.w), dtype=np.float32)
+    d = d[..., 0] if d.ndim == 3 else d
+    return d if d.shape == (f.camera.h, f.camera.w) else np.zeros((f.camera.h, f.camera.w), dtype=np.float32)
+
+
+def _pose_difference(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Distance between camera centres and rotation angle (degrees) between two poses."""
+    dist = float(np.linalg.norm(a[:3, 3] - b[:3, 3]))
+    c = (float(np.trace(a[:3, :3].T @ b[:3, :3])) - 1.0) / 2.0
+    return dist, math.degrees(math.acos(min(1.0, max(-1.0, c))))
+
+
+def _check_scene_modalities(ctx: _SceneCtx, meta: dict[str, Any]) -> None:
+    """Scene-level files (e.g. covisibility ``scene_key``): inside the dataset and present."""
+    mods = meta.get("scene_modalities")
+    if not isinstance(mods, dict):
+        return
+    for name, entry in mods.items():
+        if not isinstance(entry, dict):
+            continue
+        for k, v in entry.items():
+            if k == "format" or not isinstance(v, str):
+                continue
+            fld = f"scene_modalities.{name}.{k}"
+            try:
+                p = ctx.resolve(v, fld, what="scene modality path")
+            except PathEscapeError as e:
+                _escape(ctx, ctx.meta_rel, fld, e)
+                continue
+            if not p.is_file():
+                ctx.sink.warning(ctx.rel(v), fld, "missing_scene_file",
+                                 f"{ctx.rel(v)} is missing ({ctx.meta_rel} {fld} points to it); loaders that use "
+                                 f"`{name}` will fail: recompute it (e.g. `wai-convert covisibility`) or drop the entry")
+
+
+def _check_scene(scene_dir: Path, prefix: str, sink: _Sink, base: Path, in_base: str, opts: _Opts,
+                 bar: Any) -> _SceneResult:
+    """Check one scene (files, metadata, geometry)."""
+    ctx = _SceneCtx(scene_dir, prefix, sink, base, in_base, meta_rel=_join(prefix, SCENE_META))
+    out = _SceneResult()
+    meta_path = _fixed_file(ctx, SCENE_META) if (scene_dir / SCENE_META).exists() else None
+    meta_ok = meta_path is not None and meta_path.is_file()
+    state = _check_state(ctx, meta_ok)
+    out.complete = state == FINISHED
+    if not meta_ok or meta_path is None:
+        return out
     m = ctx.meta_rel
-    meta, err = _read_json(meta_path)
+    meta, err = _read_json(meta_path, SCENE_META)
     if err:
         sink.error(m, "", "invalid_json", f"{m} {err}; re-run the conversion of this scene")
-        return 0, None, False
+        out.complete = False
+        return out
     n_before = len(sink.issues)
     schema_issues = check_meta(meta)
     if not isinstance(meta, dict):
         for fld, msg in schema_issues:
             sink.error(m, fld, "schema", f"{m}: {msg}")
-        return 0, None, state == FINISHED
+        return out
     _check_top(ctx, meta)
+    _check_scene_modalities(ctx, meta)
     frames = meta.get("frames") if isinstance(meta.get("frames"), list) else []
+    out.frames = len(frames)
+    if bar is not None:
+        bar.total = (bar.total or 0) + len(frames)
+        bar.set_description(prefix or scene_dir.name)
+        bar.refresh()
     mods = meta.get("frame_modalities") if isinstance(meta.get("frame_modalities"), dict) else {}
     default_model = meta.get("camera_model", PINHOLE)
     metric = meta.get("scale_type", "metric") != "relative"
@@ -414,9 +599,13 @@ def _check_scene(scene_dir: Path, prefix: str, sink: _Sink, *, geometry: bool, m
     for name, spec in mods.items():
         if isinstance(spec, dict) and spec.get("format") == "depth" and (name == "depth" or depth_key is None):
             depth_key = spec.get("frame_key")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(opts.seed)
     geo_frames: list[geo.FrameGeom] = []
+    kept_bytes = 0
+    images: dict[bytes, tuple[str, np.ndarray | None, str]] = {}
     for i, fr in enumerate(frames):
+        if bar is not None:
+            bar.update(1)
         if not isinstance(fr, dict):
             continue
         label = _frame_label(fr, i)
@@ -435,76 +624,198 @@ def _check_scene(scene_dir: Path, prefix: str, sink: _Sink, *, geometry: bool, m
             if key not in fr or fmt not in _EXTENSIONS:
                 continue
             arr = _check_file(ctx, label, key, fmt, fr[key], w, h)
-            if key == depth_key and arr is not None:
+            if arr is None:
+                continue
+            if key == depth_key:
                 depth = arr
-        if (geometry and depth is not None and cam is not None and T is not None
-                and depth.shape == (cam.h, cam.w)):
-            g = geo.make_frame(str(fr.get("frame_name", i)), cam, T, depth, scene_dir / fr[depth_key],
-                               ctx.rel(fr[depth_key]), rng)
-            if g is not None:
-                geo_frames.append(g)
+            elif fmt == "image" and key == "image":
+                _check_duplicate(ctx, images, label, fr, arr, T)
+        if depth is not None and cam is not None and depth.shape == (cam.h, cam.w):
+            if bool(np.any(np.isfinite(depth) & (depth > 0))):
+                out.frames_with_depth += 1
+                if opts.geometry and T is not None:
+                    dpath = ctx.resolve(fr[depth_key], f"{label}.{depth_key}")  # resolved once already
+                    keep = kept_bytes + depth.size * 4 <= DEPTH_CACHE_BYTES
+                    g = geo.make_frame(str(fr.get("frame_name", i)), cam, T, depth, dpath, ctx.rel(fr[depth_key]),
+                                       rng, index=len(geo_frames), keep_depth=keep)
+                    if g is not None:
+                        kept_bytes += depth.size * 4 if keep else 0
+                        geo_frames.append(g)
     # A specific issue on a field replaces the generic schema message for the same field.
     specific = {(iss.path, iss.field) for iss in sink.issues[n_before:]}
     for fld, msg in schema_issues:
         if (m, fld) not in specific:
             sink.error(m, fld, "schema", f"{m}: {fld}: {msg}; fix the converter to write it as docs/format.md says")
-    if not (scene_dir / COVERAGE_JSON).is_file():
+    cov = _fixed_file(ctx, COVERAGE_JSON) if (scene_dir / COVERAGE_JSON).exists() else None
+    if not (scene_dir / COVERAGE_JSON).exists():
         sink.warning(ctx.rel(COVERAGE_JSON), "", "missing_coverage",
                      f"{ctx.rel(COVERAGE_JSON)} is missing; re-run the conversion to write coverage statistics")
-    summary = None
-    if geometry:
-        res = geo.check_scene(geo_frames, lambda f: codecs.read_depth(f.depth_path), metric=metric,
-                              max_pairs=max_pairs, seed=seed)
-        summary = res.to_json()
-        if res.failed and res.worst is not None:
-            _geometry_issue(ctx, res)
-    return len(frames), summary, state == FINISHED
+    elif cov is not None:
+        _, err = _read_json(cov, COVERAGE_JSON)
+        if err:
+            sink.error(ctx.rel(COVERAGE_JSON), "", "invalid_json",
+                       f"{ctx.rel(COVERAGE_JSON)} {err}; re-run the conversion of this scene")
+    if frames and out.frames_with_depth == 0:
+        why = "has no depth modality" if depth_key is None else "has no frame with a valid depth pixel"
+        sink.warning(ctx.prefix or ".", "", "no_depth",
+                     f"scene {ctx.prefix or scene_dir.name} {why}: nothing in it can be used for depth supervision "
+                     "or checked geometrically; check the converter's depth options and drop reasons")
+    if opts.geometry:
+        res = geo.check_scene(geo_frames, _read_depth_for_geometry, metric=metric, max_pairs=opts.max_pairs,
+                              seed=opts.seed)
+        out.summary = res.to_json()
+        _geometry_issues(ctx, res, len(geo_frames))
+    return out
 
 
-def _geometry_issue(ctx: _SceneCtx, res: geo.SceneGeometry) -> None:
-    worst = res.worst
-    if worst is None:
+def _check_duplicate(ctx: _SceneCtx, seen: dict[bytes, tuple[str, np.ndarray | None, str]], label: str,
+                     fr: dict[str, Any], arr: np.ndarray, T: np.ndarray | None) -> None:
+    """Two frames with pixel-identical images but different poses: one of them holds the wrong image."""
+    digest = hashlib.blake2b(arr.tobytes(), digest_size=16).digest() + str(arr.shape).encode()
+    prev = seen.get(digest)
+    rel = str(fr.get("image"))
+    if prev is None:
+        seen[digest] = (label, T, rel)
         return
-    a, b = res.names[worst.a], res.names[worst.b]
-    suspects = res.suspects() or [a, b]
+    plabel, pT, prel = prev
+    if T is None or pT is None:
+        return
+    dist, ang = _pose_difference(pT, T)
+    if dist <= 1e-6 * max(1.0, float(np.abs(T[:3, 3]).max())) and ang <= 1e-4:
+        return  # same pose, same picture: a repeated frame, not a wrong one
+    where = ctx.rel(rel)
+    ctx.sink.error(where, f"{label}.image", "duplicate_image",
+                   f"{where} ({label}) has exactly the same pixels as {ctx.rel(prel)} ({plabel}), but their poses "
+                   f"differ by {dist:.3g} (scene units) and {ang:.1f} deg: one of the two frames holds another "
+                   "frame's image; re-convert it")
+
+
+def _diag(res: geo.SceneGeometry, names: list[str]) -> str:
+    parts = [f"{'frames[' + n + ']: ' if n != '*' else ''}{res.diagnoses[n]}" for n in names if n in res.diagnoses]
+    return (" Likely cause: " + "; ".join(parts) + ".") if parts else ""
+
+
+def _geometry_issues(ctx: _SceneCtx, res: geo.SceneGeometry, n_frames: int) -> None:
+    """Turn the geometric check's findings into issues (each names the frame, or says it is every frame)."""
     name = ctx.prefix or ctx.dir.name
     m = ctx.meta_rel
-    fld = f"frames[{suspects[0]}]" if len(suspects) == 1 else f"frames[{a}]"
-    sus = ", ".join(f"frames[{s}]" for s in suspects)
-    ctx.sink.error(
-        ctx.prefix or ".", fld, "depth_reprojection",
-        f"scene {name}: depth reprojected between frames disagrees: mean agreement {res.agreement:.3f} over "
-        f"{len(res.evaluated)} pairs (need >= {geo.MIN_AGREEMENT}, every pair >= {geo.MIN_PAIR_AGREEMENT}); worst "
-        f"pair {a} <-> {b}: {worst.agreement:.3f} of {worst.comparable} points agree. Most likely wrong: {sus}. "
-        f"Check its transform_matrix in {m} (camera-to-world, OpenCV axes, not world-to-camera, not transposed), "
-        "and its depth file (metres, z for PINHOLE / range for CYLINDRICAL, not rescaled)")
+    where = ctx.prefix or "."
+    check_pose = (f"Check the transform_matrix in {m} (camera-to-world, OpenCV axes: not world-to-camera, not "
+                  "transposed, not OpenGL)")
+    reported: set[str] = set()
+    for i in sorted(res.flagged):
+        if i not in res.lonely:
+            continue
+        fname = res.names[i]
+        reported.add(fname)
+        if res.best_overlap and res.best_overlap[i] < geo.MIN_OVERLAP:
+            what = "overlaps no other frame (its depth lands in no other view)"
+        else:
+            what = "shares no comparable depth with any other frame (its depth lands only where they have none)"
+        why = ("a convention fix makes it agree with them" if res.flagged[i] == "hypothesis"
+               else "its camera is among theirs")
+        ctx.sink.error(
+            where, f"frames[{fname}].transform_matrix", "pose_isolated",
+            f"scene {name}: frames[{fname}] {what}, although the other frames overlap each other and {why}."
+            f"{_diag(res, [fname])} {check_pose} of frames[{fname}]")
+    worst = res.worst
+    scene_diag = res.scene_flag is not None
+    if res.failed and worst is not None:
+        a, b = res.names[worst.a], res.names[worst.b]
+        suspects = res.suspects() or [a, b]
+        fld = f"frames[{suspects[0]}]" if len(suspects) == 1 else f"frames[{a}]"
+        sus = ", ".join(f"frames[{s}]" for s in suspects)
+        biased = [p for p in res.bad_pairs() if p.biased]
+        bias_txt = ""
+        if biased:
+            p0 = biased[0]
+            bias_txt = (f" {len(biased)} pair(s) are biased: in {res.names[p0.a]} <-> {res.names[p0.b]} depth is "
+                        f"x{p0.scale.factor:.3g} what the baseline implies (a misplaced camera).") if p0.scale else ""
+        ctx.sink.error(
+            where, fld, "depth_reprojection",
+            f"scene {name}: depth reprojected between frames disagrees: mean agreement {res.agreement:.3f} over "
+            f"{len(res.evaluated)} pairs (need >= {geo.MIN_AGREEMENT}, every pair >= {geo.MIN_PAIR_AGREEMENT}); "
+            f"worst pair {a} <-> {b}: {worst.agreement:.3f} of {worst.comparable} points agree.{bias_txt} Most "
+            f"likely wrong: {sus}.{_diag(res, [*suspects, '*'])} {check_pose}, and its depth file (metres, z for "
+            "PINHOLE / range for CYLINDRICAL, not rescaled)")
+        reported.update(suspects)
+        scene_diag = False
+    for i in sorted(res.flagged):
+        fname = res.names[i]
+        if fname in reported:
+            continue
+        swapped = [j for j in res.flagged if j != i and res.flagged[j] == "swap" and res.flagged[i] == "swap"]
+        others = [res.names[j] for j in swapped if res.names[j] not in reported]
+        reported.update([fname, *others])
+        both = ", ".join(f"frames[{n}]" for n in [fname, *others])
+        ctx.sink.error(
+            where, f"frames[{fname}]", "depth_reprojection",
+            f"scene {name}: {both} agree with their neighbours only when their poses are read another way."
+            f"{_diag(res, [fname])} {check_pose} of {both}")
+    sc = res.scale
+    if res.scale_failed and sc is not None:
+        ctx.sink.error(
+            where, "", "depth_scale_bias",
+            f"scene {name}: depth and poses disagree in scale: the signed point-to-surface residuals of "
+            f"{sc.directions} pair directions ({sc.points} points) are biased the same way; the stored depth is "
+            f"x{sc.factor:.4g} +- {sc.se:.2g} what the poses' baselines imply (all {n_frames} frames)."
+            f"{_diag(res, ['*'])} Check the depth unit (metres; centimetres are x100), the depth kind (z for "
+            "PINHOLE, range for CYLINDRICAL) and that depth and translations share one scale")
+        scene_diag = False
+    if res.kind_failed and sc is not None:
+        kind = ("range (distance to the camera centre) where PINHOLE z belongs" if res.pinhole
+                else "the distance from the cylinder's axis where CYLINDRICAL range belongs")
+        ctx.sink.error(
+            where, "", "depth_kind",
+            f"scene {name}: the reprojection residuals of {sc.directions} pair directions ({sc.points} points) "
+            f"follow the pattern of the other depth kind ({sc.kind:.2f} +- {sc.kind_se:.2f} of it; 0 for "
+            f"consistent data, 1 when every map holds it): the depth maps look like {kind} (all {n_frames} "
+            "frames). Store z for PINHOLE and range for CYLINDRICAL (docs/format.md, Camera models)")
+        scene_diag = False
+    if scene_diag:
+        code = "depth_scale_bias" if res.scene_flag == "depth" else "depth_reprojection"
+        what = "depth file" if res.scene_flag == "depth" else "transform_matrix"
+        ctx.sink.error(
+            where, "", code,
+            f"scene {name}: poses and depth of its {n_frames} frames agree clearly better when read another "
+            f"way.{_diag(res, ['*'])} Check every frame's {what} (see docs/conventions.md)")
 
 
 # --- dataset-level checks --------------------------------------------------------------------
 
 
-def _check_scene_lists(root: Path, scenes: dict[str, bool], sink: _Sink) -> None:
+def _check_scene_lists(root: Path, prefix: str, scenes: dict[str, bool], sink: _Sink) -> None:
     meta = root / META_DIR
     if not meta.is_dir():
         return
+    mrel = _join(prefix, META_DIR)
+    real_root = root.resolve()
     if not (meta / "manifest.json").is_file():
-        sink.warning(_join(META_DIR, "manifest.json"), "", "missing_manifest",
-                     f"{META_DIR}/manifest.json is missing; the converter writes it at the end of a run")
+        sink.warning(_join(mrel, "manifest.json"), "", "missing_manifest",
+                     f"{mrel}/manifest.json is missing; the converter writes it at the end of a run")
     else:
-        _, err = _read_json(meta / "manifest.json")
-        if err:
-            sink.error(_join(META_DIR, "manifest.json"), "", "invalid_json",
-                       f"{META_DIR}/manifest.json {err}; re-run the converter")
+        try:
+            mp = resolve_inside(real_root, f"{META_DIR}/manifest.json", source=mrel, entry="manifest.json")
+            _, err = _read_json(mp, "manifest.json")
+            if err:
+                sink.error(_join(mrel, "manifest.json"), "", "invalid_json",
+                           f"{mrel}/manifest.json {err}; re-run the converter")
+        except PathEscapeError as e:
+            sink.error(_join(mrel, "manifest.json"), "", "path_escape", f"{e}; replace the link by the file itself")
     lists = sorted(meta.glob("*/*_scene_list_*.npy"))
     listed: set[str] = set()
     for lp in lists:
-        rel = lp.relative_to(root).as_posix()
+        rel = _join(prefix, lp.relative_to(root).as_posix())
         split = lp.parent.name
         if not lp.stem.endswith(f"_scene_list_{split}"):
             sink.warning(rel, "", "scene_list_name",
                          f"{rel}: a scene list in {META_DIR}/{split}/ must be named <dataset>_scene_list_{split}.npy")
         try:
-            arr = np.load(lp, allow_pickle=False)
+            real = resolve_inside(real_root, lp.relative_to(root).as_posix(), source=rel, what="scene list")
+            arr = np.load(real, allow_pickle=False)
+        except PathEscapeError as e:
+            sink.error(rel, "", "path_escape", f"{e}; replace the link by the file itself")
+            continue
         except (OSError, ValueError, EOFError) as e:
             sink.error(rel, "", "scene_list_invalid",
                        f"{rel} cannot be read as a numpy array of str ({e}); re-write it")
@@ -513,8 +824,13 @@ def _check_scene_lists(root: Path, scenes: dict[str, bool], sink: _Sink) -> None
             sink.error(rel, "", "scene_list_invalid",
                        f"{rel} holds {arr.dtype} of shape {arr.shape}, expected a 1-D numpy array of str")
             continue
-        for s in arr.tolist():
-            s = s.decode() if isinstance(s, bytes) else str(s)
+        for k, s in enumerate(arr.tolist()):
+            s = s.decode(errors="replace") if isinstance(s, bytes) else str(s)
+            try:
+                resolve_inside(real_root, s, source=rel, entry=f"[{k}]", what="scene name")
+            except PathEscapeError as e:
+                sink.error(rel, s, "path_escape", f"{e}; a scene list names scene folders of this dataset only")
+                continue
             listed.add(s)
             if s not in scenes:
                 sink.error(rel, s, "scene_list_missing_scene",
@@ -526,18 +842,88 @@ def _check_scene_lists(root: Path, scenes: dict[str, bool], sink: _Sink) -> None
     if lists:
         for s, complete in sorted(scenes.items()):
             if complete and s not in listed:
-                sink.warning(s, "", "scene_not_listed",
-                             f"scene {s} is complete but in no {META_DIR}/<split>/*_scene_list_<split>.npy; add it "
-                             "to a split or remove it")
+                sink.warning(_join(prefix, s), "", "scene_not_listed",
+                             f"scene {_join(prefix, s)} is complete but in no {META_DIR}/<split>/*_scene_list_"
+                             "<split>.npy; add it to a split (or re-run the converter, which rewrites the lists)")
+
+
+def _check_dataset(root: Path, prefix: str, sink: _Sink, report: Report, opts: _Opts, bar: Any,
+                   nested: bool) -> None:
+    """Check a dataset root (``nested``: its subfolders may be dataset roots themselves)."""
+    real_root = root.resolve()
+    subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith((".", "_")))
+    scenes: list[Path] = []
+    datasets: list[Path] = []
+    for d in subdirs:
+        shown = _join(prefix, d.name)
+        if d.is_symlink():
+            try:
+                resolve_inside(real_root, d.name, source=_join(prefix, ".") if prefix else ".", entry=d.name,
+                               what="scene folder")
+            except PathEscapeError as e:
+                sink.error(shown, "", "path_escape", f"{e}; a dataset holds its scene folders itself (a symlinked "
+                           "scene would be read from elsewhere); it was not checked")
+                continue
+        if _is_scene_dir(d):
+            scenes.append(d)
+        elif nested and _is_dataset_dir(d):
+            datasets.append(d)
+        else:
+            source = raw_source_hint(d)
+            if source is not None:
+                sink.warning(shown, "", "not_a_scene", f"{_raw_advice(shown + '/', source, str(d))}; not checked")
+            else:
+                sink.warning(shown, "", "not_a_scene",
+                             f"{shown}/ has neither {SCENE_META} nor {PROCESS_LOG}, so it is not a scene and was not "
+                             "checked; if it should be one, re-run the converter for it (it writes both)")
+    if not scenes and not datasets:
+        where = prefix or "."
+        source = raw_source_hint(root)
+        if source is not None:
+            sink.error(where, "", "no_scenes", f"{_raw_advice(str(root), source, str(root))}")
+        else:
+            sink.error(where, "", "no_scenes",
+                       f"{root} holds no scene folders (with {SCENE_META}); is this the converter's --output?")
+    if datasets and scenes:
+        pass  # a dataset root with nested dataset roots: both are checked
+    complete: dict[str, bool] = {}
+    with_depth = 0
+    for d in scenes:
+        shown = _join(prefix, d.name)
+        r = _check_scene(d, shown, sink, real_root, d.name, opts, bar)
+        report.frames += r.frames
+        report.scenes += 1
+        complete[d.name] = r.complete
+        with_depth += r.frames_with_depth
+        if r.summary is not None:
+            report.geometry[shown] = r.summary
+    if scenes and with_depth == 0:
+        sink.error(prefix or ".", "", "no_depth",
+                   f"dataset {prefix or root}: none of its {len(scenes)} scenes has a frame with valid depth: "
+                   "it cannot supervise depth and nothing could be checked geometrically; check the converter's "
+                   "depth options (ranges, filters) and the drop reasons in _meta/manifest.json")
+    _check_scene_lists(root, prefix, complete, sink)
+    for d in datasets:
+        _check_dataset(d, _join(prefix, d.name), sink, report, opts, bar, nested=False)
 
 
 # --- entry point -------------------------------------------------------------------------------
 
 
-def validate(path: str | Path, strict: bool = False, geometry: bool = True, max_pairs: int = 8, seed: int = 0,
-             progress: bool = False) -> Report:
-    """Check a scene directory or a dataset root and return a ``Report`` listing every problem.
+def _progress_bar(enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm import tqdm
 
+    return tqdm(total=0, unit="frame", file=sys.stderr, dynamic_ncols=True, leave=False)
+
+
+def validate(path: str | Path, strict: bool = False, geometry: bool = True, max_pairs: int | None = None,
+             seed: int = 0, progress: bool | None = None) -> Report:
+    """Check a scene directory, a dataset root or a folder of dataset roots; returns a ``Report``.
+
+    ``max_pairs`` caps the frame pairs of the geometric check per scene (None: each frame's best and
+    longest-baseline partners). ``progress``: a progress bar on stderr (None: only when stderr is a terminal).
     Raises ``SceneNotFoundError`` when ``path`` does not exist or is not a directory.
     """
     p = Path(path)
@@ -547,37 +933,25 @@ def validate(path: str | Path, strict: bool = False, geometry: bool = True, max_
         raise SceneNotFoundError(f"{p}: no such directory; pass a scene folder (with {SCENE_META}) or a dataset root")
     if not p.is_dir():
         raise SceneNotFoundError(f"{p} is not a directory; pass a scene folder (with {SCENE_META}) or a dataset root")
-    if max_pairs < 0:
-        raise ValueError(f"max_pairs must be >= 0, got {max_pairs}")
+    if max_pairs is not None and max_pairs < 0:
+        raise ValueError(f"max_pairs must be >= 0 or None, got {max_pairs}")
     report = Report(root=str(p), strict=strict)
     sink = _Sink()
-    say: Callable[[str], None] = (lambda s: print(s, file=sys.stderr)) if progress else (lambda s: None)
-    if _is_scene_dir(p):
-        say(f"validating scene {p}")
-        n, summ, _ = _check_scene(p, "", sink, geometry=geometry, max_pairs=max_pairs, seed=seed)
-        report.scenes, report.frames = 1, n
-        if summ is not None:
-            report.geometry[p.name] = summ
-    else:
-        subdirs = sorted(d for d in p.iterdir() if d.is_dir() and not d.name.startswith((".", "_")))
-        scenes = [d for d in subdirs if _is_scene_dir(d)]
-        for d in subdirs:
-            if d not in scenes:
-                sink.warning(d.name, "", "not_a_scene",
-                             f"{d.name}/ has neither {SCENE_META} nor {PROCESS_LOG}; it is not a scene (remove it)")
-        if not scenes:
-            sink.error(".", "", "no_scenes",
-                       f"{p} holds no scene folders (with {SCENE_META}); is this the converter's --output?")
-        complete: dict[str, bool] = {}
-        for k, d in enumerate(scenes):
-            say(f"[{k + 1}/{len(scenes)}] {d.name}")
-            n, summ, done = _check_scene(d, d.name, sink, geometry=geometry, max_pairs=max_pairs, seed=seed)
-            report.frames += n
-            complete[d.name] = done
-            if summ is not None:
-                report.geometry[d.name] = summ
-        report.scenes = len(scenes)
-        _check_scene_lists(p, complete, sink)
+    opts = _Opts(geometry=geometry, max_pairs=max_pairs, seed=seed)
+    show = sys.stderr.isatty() if progress is None else bool(progress)
+    bar = _progress_bar(show)
+    try:
+        if _is_scene_dir(p):
+            real = p.resolve()
+            r = _check_scene(p, "", sink, real.parent, real.name, opts, bar)
+            report.scenes, report.frames = 1, r.frames
+            if r.summary is not None:
+                report.geometry[p.name] = r.summary
+        else:
+            _check_dataset(p, "", sink, report, opts, bar, nested=True)
+    finally:
+        if bar is not None:
+            bar.close()
     report.issues = sink.issues
     return report
 
