@@ -94,6 +94,7 @@ SOURCES: dict[str, FuzzSource] = {
         {}, final_newline=r"dslr_calibration_"),
     "co3d": FuzzSource(lambda root: get_fake("co3d")(root, n_frames=3, real_shapes=True), {"min_quality": 0.2},
                        benign_drops=("no frame annotation",)),
+    "vkitti2": FuzzSource(lambda root: get_fake("vkitti2")(root, n_frames=2, w=124, h=38), {}),
 }
 
 

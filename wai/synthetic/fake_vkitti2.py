@@ -32,7 +32,8 @@ from wai.synthetic.world import CLASSES, World
 
 INTRINSIC_HEADER = "frame cameraID K[0,0] K[1,1] K[0,2] K[1,2]"
 EXTRINSIC_HEADER = "frame cameraID r1,1 r1,2 r1,3 t1 r2,1 r2,2 r2,3 t2 r3,1 r3,2 r3,3 t3 0 0 0 1"
-#: The real VKITTI2 colors.txt (class colour table of classSegmentation).
+#: The real VKITTI2 colors.txt (class colour table of classSegmentation): 15 rows after the header, the last
+#: ``Undefined 0 0 0``.
 COLORS_TXT = """Category r g b
 Terrain 210 0 200
 Sky 90 200 255
@@ -48,6 +49,7 @@ Misc 80 80 80
 Truck 160 60 60
 Car 255 127 80
 Van 0 139 139
+Undefined 0 0 0
 """
 #: World class -> VKITTI2 category used to paint classgt (the street world has no sidewalk class in VKITTI2).
 VKITTI_CATEGORY = {"sky": "Sky", "road": "Road", "sidewalk": "Misc", "terrain": "Terrain", "building": "Building",
