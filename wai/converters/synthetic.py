@@ -13,8 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from wai.converters._media import verify_image
+from wai.converters._rawio import integer, numbers, read_text
 from wai.converters.base import Converter, ConverterOptions, SceneRef, option
-from wai.errors import SourceLayoutError, layout_error, require_file
+from wai.errors import SourceLayoutError, WaiError, layout_error, require_file
 from wai.format.cameras import Camera
 from wai.format.scene import Modality, SceneWriter
 from wai.synthetic.world import CLASS_NAMES
@@ -33,12 +35,13 @@ class SyntheticConverter(Converter):
     name = "synthetic"
     provides = frozenset({"image", "depth", "semantic"})
     Options = SyntheticOptions
+    layout_hint = "synthetic root: splits.txt and <scene>/cameras.txt, rgb/*.png, depth/*.npy (wai.synthetic)"
 
     def iter_scenes(self) -> Iterator[SceneRef]:
         """Scenes listed in ``splits.txt`` (sorted)."""
         splits = require_file(self.root / "splits.txt", "split list", "regenerate with wai.synthetic")
         rows = []
-        for i, line in enumerate(splits.read_text().splitlines(), 1):
+        for i, line in enumerate(read_text(splits, "split list").splitlines(), 1):
             if not line.strip():
                 continue
             parts = line.split()
@@ -51,19 +54,17 @@ class SyntheticConverter(Converter):
     def _cameras(self, scene: SceneRef) -> list[tuple[str, Camera, np.ndarray]]:
         path = require_file(f"{scene.data}/cameras.txt", "camera list")
         out = []
-        for i, line in enumerate(path.read_text().splitlines(), 1):
+        for i, line in enumerate(read_text(path, "camera list").splitlines(), 1):
             if line.startswith("#") or not line.strip():
                 continue
             p = line.split()
             if len(p) != 19:
                 raise layout_error(path, f"expected 19 values (name w h fx fy cx cy + 12 pose), got {len(p)}", line=i)
-            try:
-                vals = [float(x) for x in p[1:]]
-            except ValueError as e:
-                raise layout_error(path, f"non-numeric value: {e}", line=i) from e
-            cam = Camera.pinhole(int(vals[0]), int(vals[1]), *vals[2:6])
+            w, h = (integer(path, v, line=i, what="image size", lo=1, hi=32768) for v in p[1:3])
+            vals = numbers(path, p[3:], line=i, what="intrinsics and pose", lo=-1e7, hi=1e7)
+            cam = Camera.pinhole(w, h, *vals[:4])
             c2w = np.eye(4)
-            c2w[:3] = np.array(vals[6:]).reshape(3, 4)
+            c2w[:3] = np.array(vals[4:]).reshape(3, 4)
             out.append((p[0], cam, c2w))
         return out
 
@@ -74,10 +75,16 @@ class SyntheticConverter(Converter):
             cams = self._cameras(scene)
         except (SourceLayoutError, FileNotFoundError) as e:
             return [str(e)]
-        for name, _, _ in cams:
+        for name, cam, _ in cams:
             for rel in (f"rgb/{name}.png", f"depth/{name}.npy"):
                 if not (self.root / scene.name / rel).is_file():
                     problems.append(f"missing {self.root / scene.name / rel}")
+            rgb = self.root / scene.name / "rgb" / f"{name}.png"
+            if rgb.is_file():
+                try:
+                    verify_image(rgb, "RGB image", fmt="png", size=(cam.w, cam.h), size_source="cameras.txt")
+                except WaiError as e:
+                    problems.append(str(e))
         return problems
 
     def convert_scene(self, scene: SceneRef, writer: SceneWriter) -> dict[str, Any]:
@@ -88,13 +95,21 @@ class SyntheticConverter(Converter):
         for name, cam, c2w in self._cameras(scene):
             sd = self.root / scene.name
             depth_path = require_file(sd / "depth" / f"{name}.npy", "depth map")
-            depth = np.load(depth_path)
+            try:
+                depth = np.load(depth_path, allow_pickle=False)
+            except (OSError, ValueError, EOFError) as e:
+                raise layout_error(depth_path, f"cannot read the depth array ({e})") from e
+            if depth.dtype.kind != "f" or not np.isfinite(depth).all() or (depth < 0).any():
+                raise layout_error(depth_path, "expected finite float depth >= 0 (metres, 0 = no data)")
             if depth.shape != cam.shape:
                 raise layout_error(depth_path, f"shape {depth.shape} != (h, w) {cam.shape} of cameras.txt")
             mods = {}
             if self.options.semantic:  # type: ignore[attr-defined]
                 sem = read_labels(require_file(sd / "semantic" / f"{name}.png", "semantic map"))
                 mods["semantic"] = Modality("labels", sem.astype(np.uint8), "synthetic")
+            # copied unchanged below: a complete PNG of the cameras.txt size
+            verify_image(sd / "rgb" / f"{name}.png", "RGB image", fmt="png", size=(cam.w, cam.h),
+                         size_source="cameras.txt")
             writer.add_frame(name, cam, c2w, image=sd / "rgb" / f"{name}.png", depth=depth, modalities=mods,
                              extras={"source_frame": name})
         return {}
