@@ -154,7 +154,11 @@ class Kitti360Converter(Converter):
 
     # --- listing -------------------------------------------------------------------------------
     def _sequences(self) -> list[str]:
+        """Sequence folders of ``data_2d_raw`` (none when it is missing: the run then says what --input must
+        hold, with ``layout_hint``); an unreadable ``data_2d_raw`` raises naming it."""
         raw = self.root / RAW
+        if dir_problem(raw) == "missing" and not self.opts.sequences:
+            return []
         entries = list_dir(raw, "KITTI-360 data_2d_raw folder (pass --input <KITTI-360 root>)")
         seqs = sorted(d.name for d in entries if d.name.startswith(kio.SEQ_PREFIX))
         want = self.opts.sequences
