@@ -952,7 +952,8 @@ class _Evaluator:
         r.scale = fit_scale(both)
         rel = np.concatenate([d.rel for d in both])
         r.residual = float(np.median(rel)) if len(rel) else float("nan")
-        if keep is not None and not r.skipped:
+        # the scene-wide fit uses pairs that agree: a pair broken by one bad pose would bias it
+        if keep is not None and not r.skipped and r.agreement >= MIN_PAIR_AGREEMENT and not r.biased:
             keep.extend(both)
         return r
 
@@ -1060,11 +1061,9 @@ class _Checker:
         start = (self.n - k) // 2
         return list(range(start, start + k))
 
-    def scene_hypotheses(self, poses: bool, factor: float | None) -> tuple[str, _Quality, _Quality, str] | None:
-        """Read every frame's pose (``poses``) or depth another way; the reading that clearly beats the stored one.
-
-        Depth units are tried when the scale fit's ``factor`` is far from 1 (or unknown): the power of ten
-        nearest to it. Runs on ``HYPOTHESIS_FRAMES`` consecutive frames. Returns ``(label, its quality, the
+    def scene_hypotheses(self, poses: bool) -> tuple[str, _Quality, _Quality, str] | None:
+        """Read every frame's pose (with ``poses``) or the depth unit another way; the reading that clearly beats
+        the stored one. Runs on ``HYPOTHESIS_FRAMES`` consecutive frames. Returns ``(label, its quality, the
         stored quality, kind)`` with kind ``pose`` or ``depth``.
         """
         sub = self.subset()
@@ -1085,11 +1084,7 @@ class _Checker:
             if q.beats(stored):
                 found.append((q.agreement, -q.residual, f"every frame's transform_matrix looks like {label}", q,
                               "pose"))
-        units = dict(UNIT_HYPOTHESES)
-        if factor is not None and math.isfinite(factor) and factor > 0:
-            near = min(units.values(), key=lambda k: abs(math.log10(k) + math.log10(factor)))
-            units = {lab: k for lab, k in units.items() if k == near and abs(math.log10(factor)) > 0.5}
-        for label, k in units.items() if pairs else ():
+        for label, k in UNIT_HYPOTHESES.items() if pairs else ():
             q = self.ev.run(pairs, self.parallax, depth_fn=_scaled(k), cheap=True)
             if q.beats(stored):
                 found.append((q.agreement, -q.residual, f"depth looks like it is in the wrong unit: {label}", q,
@@ -1179,11 +1174,11 @@ def check_scene(frames: list[FrameGeom], read_depth: Callable[[FrameGeom], np.nd
         for i in lonely:
             if float(np.linalg.norm(centres - frames[i].centre, axis=1).min()) <= reach:
                 out.flagged.setdefault(i, "near")
-    widespread = not pairs or (not clean and not scene_wide and not out.flagged)
+    widespread = not pairs or (not clean and not out.flagged)
     factor = out.scale.factor if out.scale is not None else None
-    far = factor is not None and (factor <= 0 or abs(math.log10(max(factor, 1e-12))) > 0.5)
+    far = factor is not None and not 0.5 <= factor <= 2.0
     if diagnose and (widespread or (out.scale_failed and far)):
-        hyp2 = ck.scene_hypotheses(poses=widespread, factor=None if widespread else factor)
+        hyp2 = ck.scene_hypotheses(poses=widespread)
         if hyp2 is not None:
             label, qh, qs, kind = hyp2
             was = f"{qs.agreement:.2f}" if qs.evaluated else "no comparable pair"

@@ -247,8 +247,9 @@ class _SceneCtx:
 
     def resolve(self, rel: str, entry: str, what: str = "path") -> Path:
         """``rel`` (relative to the scene) resolved inside the dataset; ``PathEscapeError`` otherwise."""
-        return resolve_inside(self.base, f"{self.in_base}/{rel}" if self.in_base else rel,
-                              source=self.meta_rel or SCENE_META, entry=entry, what=what)
+        rp = Path(rel)
+        joined = rel if rp.is_absolute() or ".." in rp.parts or not self.in_base else f"{self.in_base}/{rel}"
+        return resolve_inside(self.base, joined, source=self.meta_rel or SCENE_META, entry=entry, what=what)
 
 
 @dataclass
@@ -558,7 +559,8 @@ def _check_scene_modalities(ctx: _SceneCtx, meta: dict[str, Any]) -> None:
             if not p.is_file():
                 ctx.sink.warning(ctx.rel(v), fld, "missing_scene_file",
                                  f"{ctx.rel(v)} is missing ({ctx.meta_rel} {fld} points to it); loaders that use "
-                                 f"`{name}` will fail: recompute it (e.g. `wai-convert covisibility`) or drop the entry")
+                                 f"`{name}` will fail: recompute it (e.g. `wai-convert covisibility`) or drop the "
+                                 "entry")
 
 
 def _check_scene(scene_dir: Path, prefix: str, sink: _Sink, base: Path, in_base: str, opts: _Opts,
@@ -753,16 +755,21 @@ def _geometry_issues(ctx: _SceneCtx, res: geo.SceneGeometry, n_frames: int) -> N
             f"scene {name}: {both} agree with their neighbours only when their poses are read another way."
             f"{_diag(res, [fname])} {check_pose} of {both}")
     sc = res.scale
-    if res.scale_failed and sc is not None:
+    if res.scene_flag == "depth" and sc is not None and not res.scale_failed:
+        sc = None  # reported below from the reading that explains it
+    if res.scene_flag is not None and res.scene_flag != "depth":
+        sc = None  # a pose convention error explains the scene; its scale and kind fits are artefacts of it
+    if sc is not None and res.scale_failed:
+        size = ("" if res.scene_flag == "depth" else  # the linear fit is meaningless for a gross unit error
+                f"; the stored depth is x{sc.factor:.4g} +- {sc.se:.2g} what the poses' baselines imply")
         ctx.sink.error(
             where, "", "depth_scale_bias",
             f"scene {name}: depth and poses disagree in scale: the signed point-to-surface residuals of "
-            f"{sc.directions} pair directions ({sc.points} points) are biased the same way; the stored depth is "
-            f"x{sc.factor:.4g} +- {sc.se:.2g} what the poses' baselines imply (all {n_frames} frames)."
-            f"{_diag(res, ['*'])} Check the depth unit (metres; centimetres are x100), the depth kind (z for "
-            "PINHOLE, range for CYLINDRICAL) and that depth and translations share one scale")
+            f"{sc.directions} pair directions ({sc.points} points) are biased the same way{size} (all "
+            f"{n_frames} frames).{_diag(res, ['*'])} Check the depth unit (metres; centimetres are x100), the "
+            "depth kind (z for PINHOLE, range for CYLINDRICAL) and that depth and translations share one scale")
         scene_diag = False
-    if res.kind_failed and sc is not None:
+    if res.kind_failed and sc is not None and res.scene_flag is None:
         kind = ("range (distance to the camera centre) where PINHOLE z belongs" if res.pinhole
                 else "the distance from the cylinder's axis where CYLINDRICAL range belongs")
         ctx.sink.error(
@@ -854,6 +861,7 @@ def _check_dataset(root: Path, prefix: str, sink: _Sink, report: Report, opts: _
     subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith((".", "_")))
     scenes: list[Path] = []
     datasets: list[Path] = []
+    others: list[Path] = []
     for d in subdirs:
         shown = _join(prefix, d.name)
         if d.is_symlink():
@@ -869,23 +877,24 @@ def _check_dataset(root: Path, prefix: str, sink: _Sink, report: Report, opts: _
         elif nested and _is_dataset_dir(d):
             datasets.append(d)
         else:
-            source = raw_source_hint(d)
-            if source is not None:
-                sink.warning(shown, "", "not_a_scene", f"{_raw_advice(shown + '/', source, str(d))}; not checked")
-            else:
-                sink.warning(shown, "", "not_a_scene",
-                             f"{shown}/ has neither {SCENE_META} nor {PROCESS_LOG}, so it is not a scene and was not "
-                             "checked; if it should be one, re-run the converter for it (it writes both)")
+            others.append(d)
+    raw_root = raw_source_hint(root) if not scenes and not datasets else None
     if not scenes and not datasets:
         where = prefix or "."
-        source = raw_source_hint(root)
-        if source is not None:
-            sink.error(where, "", "no_scenes", f"{_raw_advice(str(root), source, str(root))}")
+        if raw_root is not None:
+            sink.error(where, "", "no_scenes", _raw_advice(str(root), raw_root, str(root)))
         else:
             sink.error(where, "", "no_scenes",
                        f"{root} holds no scene folders (with {SCENE_META}); is this the converter's --output?")
-    if datasets and scenes:
-        pass  # a dataset root with nested dataset roots: both are checked
+    for d in others if raw_root is None else ():  # a raw root gets one piece of advice, not one per folder
+        shown = _join(prefix, d.name)
+        source = raw_source_hint(d)
+        if source is not None:
+            sink.warning(shown, "", "not_a_scene", f"{_raw_advice(shown + '/', source, str(d))}; not checked")
+        else:
+            sink.warning(shown, "", "not_a_scene",
+                         f"{shown}/ has neither {SCENE_META} nor {PROCESS_LOG}, so it is not a scene and was not "
+                         "checked; if it should be one, re-run the converter for it (it writes both)")
     complete: dict[str, bool] = {}
     with_depth = 0
     for d in scenes:
@@ -915,7 +924,7 @@ def _progress_bar(enabled: bool) -> Any:
         return None
     from tqdm import tqdm
 
-    return tqdm(total=0, unit="frame", file=sys.stderr, dynamic_ncols=True, leave=False)
+    return tqdm(total=0, unit="frame", file=sys.stderr, dynamic_ncols=True, leave=True)
 
 
 def validate(path: str | Path, strict: bool = False, geometry: bool = True, max_pairs: int | None = None,
