@@ -54,7 +54,7 @@ ABS_TOL_METRIC = 0.05
 #: Absolute tolerance of ``relative`` scenes, as a fraction of the pair's median depth.
 ABS_TOL_RELATIVE = 0.005
 #: At most this many depth pixels of a frame are reprojected per direction.
-MAX_POINTS = 8000
+MAX_POINTS = 2500
 #: A pair needs this many comparable points (both directions), or a quarter of the sparser frame's valid
 #: pixels when that is smaller (but never fewer than ``MIN_COMPARABLE_SPARSE``); otherwise it is skipped.
 MIN_COMPARABLE = 200
@@ -96,7 +96,7 @@ PAIR_SCALE_SE_FLOOR = 0.05
 HYPOTHESIS_POINTS = 1200
 HYPOTHESIS_SCALE_POINTS = 500
 #: Points per direction kept for the scale test, and the residual window (fraction of the depth).
-SCALE_POINTS = 3000
+SCALE_POINTS = 1200
 SCALE_WINDOW = 0.3
 #: Isolated frames: the scene counts as a sequence when this fraction of its frames overlap another one.
 SEQUENCE_FRACTION = 0.6
@@ -396,8 +396,10 @@ def clean_depth(depth: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(d) & (d > 0), d, 0.0)
 
 
-def _valid_pixels(depth: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    idx = np.flatnonzero(depth > 0)
+def _valid_pixels(depth: np.ndarray, n: int, rng: np.random.Generator,
+                  valid: np.ndarray | None = None) -> np.ndarray:
+    """At most ``n`` flat indices of valid pixels (a seeded random subset, sorted); ``valid`` caches them all."""
+    idx = np.flatnonzero(depth > 0) if valid is None else valid
     if len(idx) > n:
         idx = np.sort(rng.choice(idx, size=n, replace=False))
     return idx
@@ -614,7 +616,8 @@ def _surface_fit(dst: FrameGeom, d_dst: np.ndarray, uv: np.ndarray) -> tuple[np.
 
 def compare(src: FrameGeom, d_src: np.ndarray, dst: FrameGeom, d_dst: np.ndarray, abs_tol: float,
             rng: np.random.Generator, c2w_src: np.ndarray | None = None, w2c_dst: np.ndarray | None = None,
-            max_points: int = MAX_POINTS, scale_points: int = SCALE_POINTS) -> _Direction:
+            max_points: int = MAX_POINTS, scale_points: int = SCALE_POINTS,
+            valid_src: np.ndarray | None = None) -> _Direction:
     """Reproject ``src``'s depth into ``dst``: counts of the interval test and the residuals of the scale test.
 
     For the scale test, where ``dst``'s surface is smooth around the landing point, the point's signed distance
@@ -625,7 +628,7 @@ def compare(src: FrameGeom, d_src: np.ndarray, dst: FrameGeom, d_dst: np.ndarray
     motion) carry no scale information and get no weight.
     """
     out = _Direction()
-    idx = _valid_pixels(d_src, max_points, rng)
+    idx = _valid_pixels(d_src, max_points, rng, valid_src)
     if len(idx) == 0:
         return out
     ts = src.c2w if c2w_src is None else c2w_src
@@ -649,9 +652,15 @@ def compare(src: FrameGeom, d_src: np.ndarray, dst: FrameGeom, d_dst: np.ndarray
         return out
     front = dpred < lo - (REL_TOL * lo + abs_tol)
     behind = dpred > hi + (REL_TOL * hi + abs_tol)
-    zbuf = np.full(cam.w * cam.h, np.inf)
-    np.minimum.at(zbuf, pix, dpred)
-    hidden = dpred > zbuf[pix] * (1.0 + REL_TOL) + abs_tol
+    # z-buffer of the landing points (nearest predicted depth per pixel of dst), without a full-size buffer
+    order = np.lexsort((dpred, pix))
+    sp = pix[order]
+    first = np.ones(len(sp), dtype=bool)
+    first[1:] = sp[1:] != sp[:-1]
+    head = np.maximum.accumulate(np.where(first, np.arange(len(sp)), 0))  # first (nearest) of each pixel's run
+    nearest = np.empty(len(pix))
+    nearest[order] = dpred[order][head]
+    hidden = dpred > nearest * (1.0 + REL_TOL) + abs_tol
     occluded = behind | hidden
     out.agree = int((~front & ~occluded).sum())
     out.conflict = int((front & ~hidden).sum())
@@ -909,18 +918,28 @@ class _Evaluator:
         self.metric = metric
         self.seed = seed
         self._cache: dict[int, np.ndarray] = {}
+        self._valid: dict[int, np.ndarray] = {}
         self._order: list[int] = []
 
     def depth(self, i: int) -> np.ndarray:
+        """Frame ``i``'s clean depth (float32; kept in memory, or re-read and kept for the next few pairs)."""
         f = self.frames[i]
         if f.depth is not None:
-            return f.depth.astype(np.float64)
+            return f.depth
         if i not in self._cache:
-            self._cache[i] = clean_depth(self.read_depth(f))
+            self._cache[i] = clean_depth(self.read_depth(f)).astype(np.float32)
             self._order.append(i)
             if len(self._order) > 16:  # keep a few re-read maps (pairs are visited in order)
-                self._cache.pop(self._order.pop(0), None)
+                old = self._order.pop(0)
+                self._cache.pop(old, None)
+                self._valid.pop(old, None)
         return self._cache[i]
+
+    def valid(self, i: int, d: np.ndarray) -> np.ndarray:
+        """Flat indices of frame ``i``'s valid depth pixels (cached with its depth)."""
+        if i not in self._valid:
+            self._valid[i] = np.flatnonzero(d > 0)
+        return self._valid[i]
 
     def pair(self, a: int, b: int, overlap: float, parallax: float = 0.0,
              poses: dict[int, np.ndarray] | None = None, depth_fn: DepthFn | None = None,
@@ -940,10 +959,12 @@ class _Evaluator:
         r = PairResult(a, b, overlap, parallax, min_comparable=need)
         rng = np.random.default_rng([self.seed + 1, a, b])
         both = []
-        for src, ds, dst, dd, t_src, t_dst in ((fa, da, fb, db, ta, tb), (fb, db, fa, da, tb, ta)):
+        va = self.valid(a, da) if depth_fn is None else None
+        vb = self.valid(b, db) if depth_fn is None else None
+        for src, ds, dst, dd, t_src, t_dst, vs in ((fa, da, fb, db, ta, tb, va), (fb, db, fa, da, tb, ta, vb)):
             d = compare(src, ds, dst, dd, abs_tol, rng, c2w_src=t_src, w2c_dst=np.linalg.inv(t_dst),
                         max_points=HYPOTHESIS_POINTS if cheap else MAX_POINTS,
-                        scale_points=HYPOTHESIS_SCALE_POINTS if cheap else SCALE_POINTS)
+                        scale_points=HYPOTHESIS_SCALE_POINTS if cheap else SCALE_POINTS, valid_src=vs)
             r.agree += d.agree
             r.conflict += d.conflict
             r.occluded += d.occluded
