@@ -187,6 +187,19 @@ def frame_pose(scene: Scene, i: int) -> np.ndarray:
     return T
 
 
+#: True in a process forked from the one that imported this module (DataLoader workers under "fork").
+_FORKED = False
+
+
+def _mark_forked() -> None:
+    global _FORKED
+    _FORKED = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_mark_forked)
+
+
 class WAIDataset(torch.utils.data.Dataset):
     """Multi-view samples from converted dataset roots (MapAnything ``views`` or VGGT ``vggt`` layout).
 
@@ -332,6 +345,12 @@ class WAIDataset(torch.utils.data.Dataset):
             raise LoaderConfigError("give max_retries or max_num_retries (MapAnything's name), not both")
         self.max_retries = int(max_num_retries if max_num_retries is not None else max_retries)
         self.worker_threads = worker_threads
+        if worker_threads is not None:
+            # Set here, in the process that will fork the DataLoader workers: a forked child that changes
+            # OpenCV's thread count while the parent's OpenCV thread pool exists deadlocks or crashes (the
+            # inherited pool waits for threads that were not forked), so forked workers never change it and
+            # inherit this count instead (tests/test_loader_fork.py).
+            codecs.cv2.setNumThreads(int(worker_threads))
         self.malloc_tuning = bool(malloc_tuning)
         self.epoch = 0
         #: Set to a dict to accumulate seconds per stage (metadata, sampling, decode, resize, geometry,
@@ -802,7 +821,8 @@ class WAIDataset(torch.utils.data.Dataset):
         self._threads_set = True
         if torch.utils.data.get_worker_info() is None:
             return
-        if self.worker_threads is not None:
+        if self.worker_threads is not None and not _FORKED:
+            # spawned workers start fresh; a forked one keeps the count its parent set in __init__ (see there)
             codecs.cv2.setNumThreads(int(self.worker_threads))
         if self.malloc_tuning:
             from wai.run.allocator import keep_freed_memory
