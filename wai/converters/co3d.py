@@ -62,6 +62,7 @@ from wai.converters._rawio import (
     dir_problem,
     integer,
     is_file,
+    list_dir,
     numbers,
     raise_if_broken,
     read_bytes,
@@ -262,7 +263,7 @@ class Co3DConverter(Converter):
     def _categories(self) -> tuple[list[str], list[tuple[str, str]]]:
         """Category folders (with a frame_annotations.jgz), and folders that cannot be listed (with why)."""
         found, unreadable = [], []
-        for p in sorted(self.root.iterdir()):
+        for p in list_dir(self.root, "Co3D root (--input)"):
             problem = dir_problem(p)
             if problem == "not a directory":
                 continue

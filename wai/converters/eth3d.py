@@ -57,6 +57,7 @@ from wai.converters._rawio import (
     dir_problem,
     is_dir,
     is_file,
+    list_dir,
     raise_if_broken,
 )
 from wai.converters.base import Converter, ConverterOptions, SceneRef, option
@@ -155,7 +156,7 @@ class ETH3DConverter(Converter):
             dirs = [self.root]
         else:
             dirs = []
-            for d in sorted(self.root.iterdir()):
+            for d in list_dir(self.root, "ETH3D root (--input)"):
                 problem = dir_problem(d)
                 if problem == "not a directory":
                     continue

@@ -173,6 +173,9 @@ class Kitti360Converter(Converter):
 
     def _pose_file(self, seq: str) -> tuple[Path, str]:
         d = self.root / POSES / seq
+        problem = dir_problem(d)
+        if problem not in (None, "missing"):
+            raise layout_error(d, f"pose folder of {seq} is {problem}")
         src = self.opts.pose_source
         c2w, imu = d / "cam0_to_world.txt", d / "poses.txt"
         if src in ("auto", "cam0_to_world") and c2w.is_file():
@@ -262,6 +265,8 @@ class Kitti360Converter(Converter):
             self._pose_file(seq)
         except SourceNotFoundError:
             return True
+        except WaiError:
+            return False
         return False
 
     def _sequence_scenes(self, seq: str, weights: dict[str, float], n_cams: int) -> Iterator[SceneRef]:

@@ -60,6 +60,7 @@ from wai.converters._rawio import (
     broken_scene,
     dir_problem,
     is_file,
+    list_dir,
     raise_if_broken,
 )
 from wai.converters._stitch import NO_CAMERA, SourceView, fill_nearest, proxy_distance, stitch
@@ -172,7 +173,7 @@ class OPV2VConverter(Converter):
         if io.is_scenario_dir(root):
             return [(root.parent.name, root)]
         out: list[tuple[str, Path]] = []
-        for child in sorted(root.iterdir()):
+        for child in list_dir(root, "OPV2V root (--input)"):
             problem = dir_problem(child)
             if problem == "not a directory":
                 continue

@@ -52,6 +52,7 @@ from wai.converters._rawio import (
     broken_scene,
     dir_problem,
     integer,
+    list_dir,
     numbers,
     raise_if_broken,
     read_text,
@@ -292,7 +293,7 @@ class VKitti2Converter(Converter):
         """
         self._cameras()
         opts = self.options
-        entries = [p for p in sorted(self.root.iterdir()) if _SCENE_RE.fullmatch(p.name)]
+        entries = [p for p in list_dir(self.root, "VKITTI2 root (--input)") if _SCENE_RE.fullmatch(p.name)]
         problems = {p.name: dir_problem(p) for p in entries}
         scenes = [n for n, pr in problems.items() if pr != "not a directory"]
         scenes = self._select(scenes, _csv(opts.vkitti_scenes), "--vkitti-scenes", self.root)  # type: ignore[attr-defined]
