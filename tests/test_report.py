@@ -364,11 +364,20 @@ def test_report_on_raw_data_never_suggests_converting_into_it(tmp_path: Path, mo
         assert "looks like a raw synthetic dataset" in msg and outs_[0] == tmp_path / "raw_synth_wai", msg
     res = CliRunner().invoke(report_main, ["raw_synth"])
     assert res.exit_code == 1 and "--output raw_synth_wai" in res.output, res.output
-    # An unknown folder: still a sibling, never the folder itself.
-    (tmp_path / "notes").mkdir()
+    # An unknown folder: still a sibling, never the folder itself. Folders that a lax listing would take for
+    # scenes (numeric sub-folders look like OPV2V agents) are not raw data: their scenes have no complete files.
+    (tmp_path / "notes" / "2021_01_01_00_00_00" / "641").mkdir(parents=True)
     with pytest.raises(SceneNotFoundError) as e:
         run_report([tmp_path / "notes"])
-    assert _suggested_outputs(str(e.value)) == [tmp_path / "notes_wai"]
+    assert _suggested_outputs(str(e.value)) == [tmp_path / "notes_wai"] and "looks like" not in str(e.value)
+    # A category folder one level inside a Co3D root: the suggestion is next to the Co3D root.
+    from wai.synthetic import get_fake
+
+    get_fake("co3d")(tmp_path / "raw" / "co3d")
+    assert tb.detect_raw(Path("raw/co3d/car")) == ("co3d", Path("raw/co3d"))
+    with pytest.raises(SceneNotFoundError) as e:
+        run_report([Path("raw/co3d/car")])
+    assert _suggested_outputs(str(e.value)) == [tmp_path / "raw" / "co3d_wai"], str(e.value)
 
 
 def test_html_never_embeds_a_file_outside_the_dataset(tmp_path: Path, outs: dict[str, Path]) -> None:

@@ -117,26 +117,55 @@ def sibling_output(raw: str | Path) -> Path:
     return out if raw.is_absolute() else Path(os.path.relpath(out))
 
 
+#: Scenes of a candidate folder whose raw files are checked (``check_scene``) before deciding it is not raw data.
+MAX_SCENES_CHECKED = 3
+
+
+def _has_raw_layout(source: str, folder: Path) -> bool:
+    """True when ``source``'s converter lists a scene in ``folder`` whose raw files are complete (its
+    ``check_scene`` finds no problem). Listing alone is not enough: converters list every candidate folder (an
+    unreadable or incomplete one becomes a failed scene), so that a conversion reports it."""
+    import itertools
+
+    from wai.converters import get_converter
+    from wai.converters._rawio import BrokenScene
+
+    try:
+        cls = get_converter(source)
+        conv = cls(folder, cls.Options())
+        refs = [r for r in itertools.islice(conv.iter_scenes(), 20)
+                if not isinstance(r.data, BrokenScene) and r.n_frames != 0]  # n_frames: None when not counted
+        return any(not conv.check_scene(r) for r in refs[:MAX_SCENES_CHECKED])
+    except (WaiError, OSError, ValueError, TypeError, KeyError, IndexError):
+        return False
+
+
 def detect_raw(root: str | Path) -> tuple[str, Path] | None:
-    """``(source, raw root)`` when ``root`` or one of its ``RAW_SEARCH_LEVELS`` parents has the layout of a
-    registered source (the highest such folder: a scene or split folder's dataset root); None otherwise."""
-    from wai.converters import REGISTRY, get_converter
+    """``(source, raw root)`` when ``root`` or its parent holds a source's raw layout (complete raw files of at
+    least one scene with frames); None otherwise.
+
+    The lowest such folder decides the source; from there the raw root climbs through the parents (at most
+    ``RAW_SEARCH_LEVELS`` above ``root``) that have that same source's layout: a scene or split folder -> the
+    dataset root. The filesystem root is never taken for a dataset.
+    """
+    from wai.converters import REGISTRY
 
     root = Path(root)
-    cands = [root, *list(Path(os.path.abspath(root)).parents)[:RAW_SEARCH_LEVELS]]
-    if not root.is_absolute():
-        cands = [root] + [Path(os.path.relpath(c)) for c in cands[1:]]
-    found = None
-    for cand in cands:
-        for name in sorted(REGISTRY):
-            try:
-                cls = get_converter(name)
-                if next(iter(cls(cand, cls.Options()).iter_scenes()), None) is not None:
-                    found = (name, cand)
-                    break
-            except (WaiError, OSError, ValueError, TypeError):
-                continue
-    return found
+    absolute = Path(os.path.abspath(root))
+    chain = [absolute, *list(absolute.parents)[:RAW_SEARCH_LEVELS]]
+    chain = [c for c in chain if c.parent != c]
+    shown = [root] + [c if root.is_absolute() else Path(os.path.relpath(c)) for c in chain[1:]]
+    for i, cand in enumerate(shown[:2]):
+        source = next((n for n in sorted(REGISTRY) if _has_raw_layout(n, cand)), None)
+        if source is None:
+            continue
+        top = cand
+        for parent in shown[i + 1:]:
+            if not _has_raw_layout(source, parent):
+                break
+            top = parent
+        return source, top
+    return None
 
 
 def not_converted_message(root: Path, missing: str) -> str:
@@ -151,8 +180,11 @@ def not_converted_message(root: Path, missing: str) -> str:
         out = sibling_output(raw_root)
         return (f"{msg}. {raw_root} looks like a raw {src} dataset: convert it into a new folder next to it, never "
                 f"into the raw tree: wai-convert {src} --input {raw_root} --output {out}, then wai-report {out}")
+    absolute = Path(os.path.abspath(root))
+    example = (f", e.g. wai-convert <source> --input {root} --output {sibling_output(root)}"
+               if absolute.parent != absolute else "")  # the filesystem root has no sibling
     return (f"{msg} and report the output folder it wrote. If {root} holds raw data, convert it into a new folder "
-            f"outside the raw tree, e.g. wai-convert <source> --input {root} --output {sibling_output(root)}")
+            f"outside the raw tree{example}")
 
 
 def dataset_scale_type(root: Path, manifest: dict[str, Any], scenes: list[str]) -> str | None:
