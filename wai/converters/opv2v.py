@@ -182,7 +182,8 @@ class OPV2VConverter(Converter):
                 continue
             for sc in sorted(child.iterdir()):
                 sub = dir_problem(sc)
-                if sub is not None and sub != "not a directory" or sub is None and io.is_scenario_dir(sc):
+                unreadable = sub not in (None, "not a directory")
+                if unreadable or (sub is None and io.is_scenario_dir(sc)):
                     out.append((child.name, sc))
         return out
 
