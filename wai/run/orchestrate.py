@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from wai.converters.base import Converter, SceneRef
-from wai.errors import SourceLayoutError, UsageError, WaiError
+from wai.errors import SourceLayoutError, SourceNotFoundError, UsageError, WaiError
 from wai.format import atomic
 from wai.format.framestats import format_counts
 from wai.format.scene import EMPTY, FAILED, is_complete
@@ -67,17 +67,19 @@ MAX_NEARBY = 40
 
 
 def _has_scenes(cls: type[Converter], root: Path, options: Any) -> bool:
+    """True when ``root`` lists a scene with frames (listings are loose: an empty one proves nothing)."""
     try:
-        return next(iter(cls(root, options).iter_scenes()), None) is not None
+        first = next(iter(cls(root, options).iter_scenes()), None)
     except (WaiError, OSError, ValueError):
         return False
+    return first is not None and first.n_frames != 0
 
 
-def no_scenes_message(converter: Converter) -> str:
+def no_scenes_message(converter: Converter, reason: str = "") -> str:
     """What was searched for under ``--input`` and, when the parent or a sub-folder holds the expected
     layout, which ``--input`` to use instead (independent of docs/ being installed)."""
     root = converter.root
-    msg = f"{root}: no {converter.name} scenes found"
+    msg = f"{root}: no {converter.name} scenes found" + (f" ({reason})" if reason else "")
     if converter.layout_hint:
         msg += f"; expected {converter.layout_hint}"
     cls = type(converter)
@@ -129,7 +131,10 @@ def run_conversion(
     check_run_options(opts)
     converter.validate_options()
     check_no_overlap(converter.root, output)
-    all_scenes = list(converter.iter_scenes())
+    try:
+        all_scenes = list(converter.iter_scenes())
+    except SourceNotFoundError as e:  # a whole folder of the layout is missing: --input is probably one level off
+        raise SourceNotFoundError(no_scenes_message(converter, str(e))) from e
     if not all_scenes:
         raise SourceLayoutError(no_scenes_message(converter))
     names = [s.name for s in all_scenes]

@@ -1,0 +1,19 @@
+"""Messages of the run machinery for --input one level off (issue 18, item 5)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from wai.converters import get_converter
+from wai.errors import WaiError
+from wai.run import RunOptions, run_conversion
+from wai.synthetic import get_fake
+
+
+def test_kitti360_input_one_level_too_deep_suggests_the_root(tmp_path: Path) -> None:
+    root = get_fake("kitti360")(tmp_path / "raw" / "KITTI-360").root
+    cls = get_converter("kitti360")
+    with pytest.raises(WaiError, match=rf"expected KITTI-360 root.*did you mean --input {root}\?"):
+        run_conversion(cls(root / "data_2d_raw"), tmp_path / "out", RunOptions(progress=False, dry_run=True))
