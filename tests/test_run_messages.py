@@ -13,7 +13,7 @@ from wai.synthetic import get_fake
 
 
 def test_kitti360_input_one_level_too_deep_suggests_the_root(tmp_path: Path) -> None:
-    root = get_fake("kitti360")(tmp_path / "raw" / "KITTI-360").root
+    root = get_fake("kitti360")(tmp_path / "raw" / "KITTI-360", n_frames=2, n_val=1, lidar_channels=8).root
     cls = get_converter("kitti360")
     with pytest.raises(WaiError, match=rf"expected KITTI-360 root.*did you mean --input {root}\?"):
         run_conversion(cls(root / "data_2d_raw"), tmp_path / "out", RunOptions(progress=False, dry_run=True))
