@@ -116,7 +116,8 @@ def test_views_layout(pin_root):
     assert len(views) == 3
     v = views[0]
     required = {"img", "depthmap", "camera_pose", "camera_intrinsics", "ray_directions_cam", "pts3d", "pts3d_cam",
-                "valid_mask", "non_ambiguous_mask", "is_metric_scale", "dataset", "label", "instance", "camera_model_id"}
+                "valid_mask", "non_ambiguous_mask", "is_metric_scale", "dataset", "label", "instance",
+                "camera_model_id"}
     assert required <= set(v)
     assert v["img"].shape == (3, 32, 48) and v["img"].dtype == torch.float32
     assert v["img"].min() < 0 < v["img"].max()  # ImageNet-normalised
@@ -196,7 +197,8 @@ def test_sampling_strategies(pin_root):
 
 def test_label_weights(pin_root):
     ds = WAIDataset(pin_root, num_views=2, resolution=(64, 48), sampling="random", output="vggt", patch_size=1,
-                    crop="center", label_weights={"synthetic_street": {"building": 2.0, "road": 0.7, "car": 0.5, "sky": 0.2}})
+                    crop="center",
+                    label_weights={"synthetic_street": {"building": 2.0, "road": 0.7, "car": 0.5, "sky": 0.2}})
     out = ds[0]
     scene = load_scene(pin_root / out["seq_name"])
     for s, i in enumerate(out["ids"].tolist()):
