@@ -96,3 +96,39 @@ def test_parsed_scene_cache_is_bounded(dataset: Path, monkeypatch: pytest.Monkey
     monkeypatch.setenv("WAI_SCENE_CACHE_MB", "0")
     assert load_scene(dataset / "scene_001") is not load_scene(dataset / "scene_001")  # caching off
     assert os.environ["WAI_SCENE_CACHE_MB"] == "0"
+
+
+def test_loader_samples_identical_with_and_without_tables(dataset: Path) -> None:
+    pytest.importorskip("torch")
+    from wai.loaders import WAIDataset
+
+    kw = dict(num_views=3, resolution=(32, 24), sampling="sequential")
+    by_mode = {m: WAIDataset(dataset, metadata=m, **kw) for m in ("tables", "json", "reparse", "auto")}
+    for k in range(len(by_mode["json"])):
+        ref = by_mode["json"][k]
+        for mode in ("tables", "reparse", "auto"):
+            got = by_mode[mode][k]
+            assert len(got) == len(ref)
+            for a, b in zip(got, ref):
+                assert a.keys() == b.keys()
+                for key in a:
+                    va, vb = a[key], b[key]
+                    if hasattr(va, "numpy"):
+                        np.testing.assert_array_equal(va.numpy(), vb.numpy(), err_msg=f"{mode} {key}")
+                    else:
+                        assert va == vb, (mode, key)
+
+
+def test_loader_refuses_a_stale_table_in_tables_mode(dataset: Path, tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    import shutil
+
+    from wai.loaders import WAIDataset
+
+    d = tmp_path / "ds"
+    shutil.copytree(dataset, d, symlinks=True)
+    os.utime(d / "scene_000" / "scene_meta.json", ns=(1, 1))  # edited after the table was built
+    kw = dict(num_views=2, resolution=(32, 24), sampling="sequential")
+    with pytest.raises(FrameTableStaleError, match=rf"wai-convert frame-tables {d}"):
+        WAIDataset(d, metadata="tables", **kw)[0]
+    assert len(WAIDataset(d, metadata="auto", **kw)[0]) == 2  # auto falls back to the JSON (the truth)

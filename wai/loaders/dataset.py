@@ -35,7 +35,8 @@ from wai.errors import PathEscapeError, SceneNotFoundError, SchemaError, import_
 from wai.format import codecs
 from wai.format.cameras import Camera
 from wai.format.conventions import CYLINDRICAL, PINHOLE
-from wai.format.paths import read_json, resolve_inside
+from wai.format.frametable import FrameTable, open_scene, rebuild_hint
+from wai.format.paths import resolve_inside
 from wai.format.scene import SCENE_META, Scene, frame_file, load_scene
 from wai.loaders.errors import LoaderConfigError
 from wai.loaders.transforms import CROPS, TRANSFORMS, color_augment, crop_resize, pinhole_from_panorama
@@ -153,11 +154,24 @@ def _splits_under(meta: Path) -> list[str]:
     return sorted(d.name for d in meta.iterdir() if d.is_dir() and any(d.glob("*_scene_list_*.npy")))
 
 
+#: Where ``WAIDataset`` reads per-frame metadata (``metadata=``); see ``wai.format.frametable.open_scene``.
+METADATA_MODES = ("auto", "tables", "json", "reparse")
+
+
 def frame_camera(scene: Scene, i: int) -> Camera:
     """The camera of frame ``i``, with ``w``/``h`` checked as integers in [1, 65536] and finite intrinsics.
 
     Raises ``SchemaError`` naming ``scene_meta.json`` and the key; nothing is allocated from ``w``/``h`` here.
     """
+    if isinstance(scene, FrameTable):  # typed columns: only the range checks are left
+        cam = scene.camera(i)
+        if not (1 <= cam.w <= MAX_IMAGE_SIDE and 1 <= cam.h <= MAX_IMAGE_SIDE):
+            raise SchemaError(f"{scene.path / SCENE_META} [frames[{i}]]: w x h = {cam.w} x {cam.h} is not an image "
+                              f"size in pixels (1..{MAX_IMAGE_SIDE}); fix the frame's w/h")
+        if not (np.isfinite([cam.fl_x, cam.fl_y, cam.cx, cam.cy]).all() and cam.fl_x > 0 and cam.fl_y > 0):
+            raise SchemaError(f"{scene.path / SCENE_META} [frames[{i}]]: intrinsics must be finite with focal "
+                              "lengths > 0")
+        return cam
     fr = scene.frames[i]
     where = f"{scene.path / SCENE_META} [frames[{i}]"
     if not isinstance(fr, dict):
@@ -179,7 +193,8 @@ def frame_camera(scene: Scene, i: int) -> Camera:
 def frame_pose(scene: Scene, i: int) -> np.ndarray:
     """4x4 camera-to-world (float64) of frame ``i``; ``SchemaError`` unless finite with a 4x4 shape."""
     try:
-        T = np.asarray(scene.frames[i]["transform_matrix"], dtype=np.float64)
+        T = scene.pose(i) if isinstance(scene, FrameTable) else np.asarray(
+            scene.frames[i]["transform_matrix"], dtype=np.float64)
     except (KeyError, TypeError, ValueError) as e:
         raise SchemaError(f"{scene.path / SCENE_META} [frames[{i}].transform_matrix]: not a 4x4 matrix ({e})") from e
     if T.shape != (4, 4) or not np.all(np.isfinite(T)):
@@ -225,7 +240,10 @@ class WAIDataset(torch.utils.data.Dataset):
     (``native`` | ``refuse`` | ``pinhole``), ``pinhole_views`` (4 per panorama), ``pinhole_hfov_deg``
     (default ``360 / pinhole_views``), ``patch_size``, ``depth_modality`` (``depth``), ``non_ambiguous_modality``,
     ``label_modality`` (``semantic``), ``label_weights``, ``max_depth``, ``metadata_dir`` (default
-    ``<root>/_meta``), ``cache_metadata`` (True), ``max_retries`` (0: errors propagate), ``worker_threads``
+    ``<root>/_meta``), ``metadata`` (``auto``: each scene's memory-mapped frame table ``frames.arrow`` when
+    fresh, else its ``scene_meta.json``; ``tables``: the tables only, a missing or stale one is an error naming
+    ``wai-convert frame-tables``; ``json``; ``reparse``: MapAnything's parse-per-sample), ``cache_metadata``
+    (True; False means ``metadata="reparse"``), ``max_retries`` (0: errors propagate), ``worker_threads``
     (OpenCV threads in DataLoader workers, 1), ``malloc_tuning`` (True: DataLoader workers keep freed
     buffers, ``wai.run.allocator``; saves the page faults of ~15 MB of per-view arrays).
 
@@ -265,6 +283,7 @@ class WAIDataset(torch.utils.data.Dataset):
         max_depth: float | None = None,
         metadata_dir: str | Path | None = None,
         cache_metadata: bool = True,
+        metadata: str = "auto",
         max_retries: int = 0,
         worker_threads: int | None = 1,
         malloc_tuning: bool = True,
@@ -341,6 +360,10 @@ class WAIDataset(torch.utils.data.Dataset):
         self.label_weights = label_weights
         self.max_depth = max_depth
         self.cache_metadata = bool(cache_metadata)
+        if metadata not in METADATA_MODES:
+            raise LoaderConfigError(f"metadata={metadata!r}; expected one of {METADATA_MODES}")
+        self.metadata = metadata
+        self._warned_no_table = False
         if max_num_retries is not None and max_retries:
             raise LoaderConfigError("give max_retries or max_num_retries (MapAnything's name), not both")
         self.max_retries = int(max_num_retries if max_num_retries is not None else max_retries)
@@ -475,15 +498,18 @@ class WAIDataset(torch.utils.data.Dataset):
         return r, hit
 
     def _scene(self, scene_dir: Path) -> Scene:
-        if self.cache_metadata:
-            return load_scene(scene_dir)
-        p = scene_dir / SCENE_META  # MapAnything's pattern: read and parse for every sample
-        if not p.is_file():
-            raise SceneNotFoundError(f"no scene at {scene_dir}: {p} is missing")
-        meta = read_json(p, what="scene_meta.json")
-        if not isinstance(meta, dict) or not isinstance(meta.get("frames"), list):
-            raise SchemaError(f"{p}: expected an object with a `frames` list")
-        return Scene(scene_dir, meta, {str(f.get("frame_name")): i for i, f in enumerate(meta["frames"])})
+        """The scene's frames: its memory-mapped frame table (``metadata="tables"``/``"auto"``), parsed JSON
+        (``"json"``) or JSON parsed again for every sample (``"reparse"``, or ``cache_metadata=False``)."""
+        if not (scene_dir / SCENE_META).is_file():
+            raise SceneNotFoundError(f"no scene at {scene_dir}: {scene_dir / SCENE_META} is missing")
+        mode = self.metadata if self.cache_metadata else "reparse"
+        scene = open_scene(scene_dir, mode)
+        if mode == "auto" and not isinstance(scene, FrameTable) and not self._warned_no_table:
+            self._warned_no_table = True
+            log.warning("%s has no fresh frame table (frames.arrow): reading scene_meta.json instead, which costs "
+                        "every DataLoader worker memory; build the tables with: %s", scene_dir,
+                        rebuild_hint(scene_dir))
+        return scene
 
     def _covis_path(self, scene: Scene) -> Path | None:
         entry = scene.meta.get("scene_modalities", {}).get("pairwise_covisibility", {})
