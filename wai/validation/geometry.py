@@ -1,7 +1,7 @@
 """Geometric consistency of a scene: reproject each frame's depth into other frames and test what comes back.
 
 Units: depth and camera centres in metres (``metric`` scenes) or scene units (``relative``); pixel
-coordinates with pixel centres at integers; poses are camera-to-world, OpenCV axes.
+coordinates with pixel centres at integers; poses are camera-to-world, OpenCV axes. See docs/validation.md.
 
 For a pair of frames ``(a, b)`` the valid depth pixels of ``a`` (at most ``MAX_POINTS``, a seeded random
 subset) are lifted to camera points with ``Camera.unproject``, moved into ``b``'s camera with
@@ -14,23 +14,24 @@ stores (z for PINHOLE, range for CYLINDRICAL), so the predicted depth is compare
   follows the frame's density (``window_radius``). Behind the interval, or behind another point of ``a`` on
   the same pixel of ``b`` (a z-buffer): *occluded*, not compared. In front of it: a *conflict* (the point lies
   in space that ``b`` sees as empty). ``agreement = agree / (agree + conflict)``, both directions pooled.
-* **Scale test** (per scene). A depth error that scales every map by ``s`` moves every reprojected point by
-  ``(s - 1)`` times its offset along the ray from ``b``'s centre: a few centimetres over short baselines,
-  far inside the per-point tolerance, but with one sign. For each compared point the signed residual
-  ``e = predicted - observed`` and its derivative ``e'`` with respect to a common rescaling of both depth
-  maps are kept; a robust weighted least-squares fit of ``e + (k - 1) e' = 0`` over every pair gives the
-  factor ``k`` that would make depth and poses agree, with a standard error from both the point scatter and
-  the spread between pair directions. ``k`` off by more than ``MIN_SCALE_ERROR`` and by more than
-  ``SCALE_Z`` standard errors fails the scene.
-* **Isolated frames.** A frame whose pose makes it overlap no other frame cannot be cross-checked. In a
-  scene whose other frames mostly overlap (a sequence), such a frame is reported when its camera sits among
-  the others (within ``REACH_SPACING`` camera spacings or ``REACH_DEPTH`` of the scene depth) or when a
-  common convention error (world-to-camera, transposed rotation, OpenGL axes) applied to its pose makes it
-  agree with the others.
+* **Scale and depth-kind tests** (statistical). Where ``b``'s surface is smooth around the landing point, the
+  point's signed distance ``e`` to it is kept (``compare``). A depth error that scales every map by
+  ``1 + v`` is, seen from ``b``, a translation of ``a``'s points by ``v t``: ``e + v (n . t) = 0``, a few
+  centimetres over short baselines (far inside the per-point tolerance) but with one sign. Storing the other
+  depth kind leaves a known residual ``h`` per point. A robust weighted least-squares fit of
+  ``e = -v g + a h`` over every pair that agrees (``fit_scale``) gives the stored scale ``1 + v`` and the
+  depth-kind share ``a`` with standard errors from both the point scatter and the pair directions; each pair
+  also gets its own scale fit, and pairs far off it are *biased* (a misplaced camera).
+* **Frames on their own.** A frame in no evaluated pair, or in failing pairs, is read with each common
+  convention error undone (``POSE_HYPOTHESES``: world-to-camera, transposed rotation, OpenGL axes) and, with
+  a neighbour in frame order, with their poses swapped; a reading that clearly beats the stored one flags it.
+  In a scene whose other frames mostly overlap (a sequence), a frame that overlaps nothing is also reported
+  when its camera sits among the others (within ``REACH_SPACING`` camera spacings or ``REACH_DEPTH`` of the
+  scene depth).
 
 Pairs are chosen from the stored poses: each frame is paired with its best-overlapping partner (coverage:
 a frame with a wrong pose is paired with the views its wrong pose claims to overlap) and with its
-longest-parallax partner that still overlaps well (baselines long enough to see scale errors).
+longest-baseline partner that still overlaps well (baselines long enough to see scale errors).
 Everything is vectorised numpy.
 """
 
@@ -65,7 +66,7 @@ OVERLAP_SAMPLES = 512
 MIN_OVERLAP = 0.05
 #: A long-baseline partner must overlap at least this much.
 PARALLAX_MIN_OVERLAP = 0.25
-#: Relative parallax (baseline along the rays / depth) above which a longer baseline adds nothing.
+#: Parallax (baseline / depth) above which a longer baseline adds nothing to the choice of the partner.
 PARALLAX_CAP = 0.5
 #: Scenes with more frames than this only score each frame against its nearest/sequence neighbours.
 ALL_PAIRS_LIMIT = 64
@@ -465,7 +466,7 @@ def _in_view(camera: Camera, w2c: np.ndarray, pts_world: np.ndarray) -> tuple[np
 def overlap_and_parallax(a: FrameGeom, b: FrameGeom, c2w_a: np.ndarray | None = None,
                          c2w_b: np.ndarray | None = None) -> tuple[float, float]:
     """Overlap score (mean over both directions of the fraction of samples landing inside the other image)
-    and parallax (baseline / median depth of those samples)."""
+    and parallax (baseline / mean predicted depth of those samples)."""
     ta = a.c2w if c2w_a is None else c2w_a
     tb = b.c2w if c2w_b is None else c2w_b
     fracs, depths = [], []
@@ -477,7 +478,7 @@ def overlap_and_parallax(a: FrameGeom, b: FrameGeom, c2w_a: np.ndarray | None = 
         _, dpred, keep = _in_view(dst.camera, np.linalg.inv(td), pts)
         fracs.append(float(keep.mean()))
         if keep.any():
-            depths.append(float(np.median(dpred[keep])))
+            depths.append(float(np.mean(dpred[keep])))
     base = float(np.linalg.norm(ta[:3, 3] - tb[:3, 3]))
     par = base / max(float(np.mean(depths)), 1e-9) if depths else 0.0
     return 0.5 * (fracs[0] + fracs[1]), par
@@ -819,12 +820,11 @@ def score_pairs(frames: list[FrameGeom]) -> dict[tuple[int, int], tuple[float, f
     return out
 
 
-def select_pairs(frames: list[FrameGeom], max_pairs: int | None = None, seed: int = 0,
+def select_pairs(frames: list[FrameGeom], max_pairs: int | None = None,
                  scores: dict[tuple[int, int], tuple[float, float]] | None = None) -> list[tuple[int, int, float]]:
     """Overlapping pairs ``(a, b, overlap)``: every frame's best partner, then its longest-parallax partner.
 
-    ``max_pairs`` (None: no limit) caps the total, coverage pairs first. Deterministic; ``seed`` is kept for
-    API compatibility (the choice does not depend on it).
+    ``max_pairs`` (None: no limit) caps the total, coverage pairs first. Deterministic.
     """
     n = len(frames)
     if n < 2 or (max_pairs is not None and max_pairs <= 0):
@@ -1192,8 +1192,8 @@ def check_scene(frames: list[FrameGeom], read_depth: Callable[[FrameGeom], np.nd
     if lonely and connected and sequence:
         reach = ck.reach(connected)
         centres = np.stack([frames[i].centre for i in connected])
-        for i in lonely:
-            if float(np.linalg.norm(centres - frames[i].centre, axis=1).min()) <= reach:
+        for i in lonely:  # overlapping nothing (not merely too sparse to compare) while among the others
+            if best[i] < MIN_OVERLAP and float(np.linalg.norm(centres - frames[i].centre, axis=1).min()) <= reach:
                 out.flagged.setdefault(i, "near")
     widespread = not pairs or (not clean and not out.flagged)
     factor = out.scale.factor if out.scale is not None else None
