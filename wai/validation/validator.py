@@ -700,7 +700,8 @@ def _check_duplicate(ctx: _SceneCtx, seen: dict[bytes, tuple[str, np.ndarray | N
 
 
 def _diag(res: geo.SceneGeometry, names: list[str]) -> str:
-    parts = [f"{'frames[' + n + ']: ' if n != '*' else ''}{res.diagnoses[n]}" for n in names if n in res.diagnoses]
+    parts = [f"{'' if n == '*' or res.diagnoses[n].startswith('frames[') else 'frames[' + n + ']: '}"
+             f"{res.diagnoses[n]}" for n in names if n in res.diagnoses]
     return (" Likely cause: " + "; ".join(parts) + ".") if parts else ""
 
 
