@@ -324,8 +324,8 @@ def mutate(base: Baseline, root: Path, seed: int) -> Mutation:
         b = min(len(data), a + rng.randint(1, 64))
         _write(root / f, data[:a] + bytes(b - a) + data[b:])
         und = ("depth", "sparse_depth") if mk == "binary" else ()
-        if mk == "jpeg" and a >= _jpeg_structure(data)[-3]:
-            und = ("image",)  # entropy-coded data: JPEG has no checksum
+        if mk == "jpeg" and not any(a <= i < b for i in _jpeg_structure(data)):
+            und = ("image",)  # tables or entropy-coded data: JPEG has no checksum
         return Mutation("zero", str(f), f"bytes {a}:{b} zeroed", undetectable=und)
     # flip
     buf = bytearray(data)

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from wai.converters._rawio import dir_problem, require_final_newline
+from wai.converters._rawio import decode_text, dir_problem, require_final_newline
 from wai.errors import SourceLayoutError, SourceNotFoundError, import_optional, layout_error
 from wai.format.cameras import Camera
 from wai.format.conventions import COLMAP_TO_OPENCV_PRINCIPAL_SHIFT, invert_pose, make_pose, qvec_to_rotmat
@@ -48,6 +48,8 @@ MAX_FOCAL_PX = 1e6
 MAX_TRANSLATION = 1e7
 #: Largest deviation of a stored quaternion's norm from 1 (6 printed digits give ~1e-6).
 QUAT_NORM_TOL = 1e-3
+#: Largest |distortion parameter| (dimensionless; real THIN_PRISM_FISHEYE coefficients are below 1).
+MAX_DISTORTION = 1e3
 
 
 def pycolmap_module() -> Any:
@@ -139,6 +141,7 @@ def check_text_syntax(files: dict[str, Path]) -> None:
         except OSError as e:
             raise layout_error(path, f"cannot read ({e.strerror or e})") from e
         require_final_newline(path, data, f"COLMAP {kind} file")  # COLMAP ends every line with std::endl
+        decode_text(path, data, f"COLMAP {kind} file")  # names must be UTF-8 (pycolmap's str() would raise)
         expect_points2d = False
         n_data = 0
         has_count = False
@@ -205,8 +208,16 @@ def check_numbers(files: dict[str, Path], rec: Any) -> None:
         if not (-cam.width <= cx <= 2 * cam.width and -cam.height <= cy <= 2 * cam.height):
             raise layout_error(cams, f"principal point ({cx}, {cy}) is far outside the {cam.width}x{cam.height} "
                                      "image", **where)
+        extra = params[list(cam.extra_params_idxs())]
+        if extra.size and float(np.abs(extra).max()) > MAX_DISTORTION:
+            raise layout_error(cams, f"distortion parameters {extra.tolist()}; expected |value| <= "
+                                     f"{MAX_DISTORTION:g}", **where)
     imgs = files["images"]
     for iid, image in rec.images.items():
+        try:
+            image.name  # noqa: B018 - a binary model may hold a name that is not UTF-8
+        except UnicodeDecodeError as e:
+            raise layout_error(imgs, f"image {iid}'s name is not UTF-8 text ({e.reason})", key=f"image {iid}") from e
         if int(image.camera_id) not in rec.cameras:
             raise layout_error(imgs, f"image {iid} uses camera {image.camera_id}, which {cams.name} does not define",
                                line=_line_of(imgs, str(iid), every_other=True), key=f"image {iid}")
@@ -223,6 +234,31 @@ def check_numbers(files: dict[str, Path], rec: Any) -> None:
         if not (np.all(np.isfinite(t)) and float(np.abs(t).max()) <= MAX_TRANSLATION):
             raise layout_error(imgs, f"translation {t.tolist()}; expected finite values within {MAX_TRANSLATION:g}",
                                **where)
+    _check_value_counts(files, rec)
+
+
+def _data_tokens(path: Path) -> int:
+    """Number of whitespace-separated values on the data (non-comment) lines of a text model file."""
+    data = path.read_bytes()
+    comments = sum(len(m.split()) for m in re.findall(rb"(?m)^#.*$", data))
+    return len(data.split()) - comments
+
+
+def _check_value_counts(files: dict[str, Path], rec: Any) -> None:
+    """Every value of a text model must have been read: pycolmap's C++ streams stop silently at a value they
+    cannot hold (an id beyond 32 bits ends a track early), so the values read are counted against the file."""
+    counts = {
+        "cameras": sum(4 + len(c.params) for c in rec.cameras.values()),
+        "images": sum(9 + len(str(im.name).split()) + 3 * int(im.num_points2D()) for im in rec.images.values()),
+        "points3D": sum(8 + 2 * int(pt.track.length()) for pt in rec.points3D.values()),
+    }
+    for kind, path in files.items():
+        if path.suffix != ".txt":
+            continue
+        n = _data_tokens(path)
+        if n != counts[kind]:
+            raise layout_error(path, f"holds {n} values but pycolmap read {counts[kind]} (a value it cannot hold, "
+                                     "e.g. an id beyond 32 bits, ends a line early; or a value too many)")
 
 
 def check_points(points_file: Path, table: PointTable) -> None:

@@ -89,6 +89,9 @@ MASK_LABELS = {0: "valid", MASK_MASKED: "masked", MASK_OCCLUDED: "occluded", MAS
 LABEL_TABLE = "eth3d_mask"
 #: Points must be observed in at least this many images to enter ``sparse_depth`` (as ETH3D's own GT rule).
 MIN_TRACK_IMAGES = 2
+#: Ground-truth depth beyond this (metres) is no data, like +inf: ETH3D scenes span < 100 m, and a float32 map has
+#: no checksum (a damaged value is still a float; one beyond float16 range could not even be stored).
+MAX_GT_DEPTH_M = 1e4
 #: Largest difference allowed between the distorted and undistorted pose of one image (metres, radians).
 POSE_TOL = (1e-3, 1e-4)
 
@@ -397,7 +400,8 @@ class ETH3DConverter(Converter):
 
     @staticmethod
     def _read_gt(path: Path, dcam: Any) -> np.ndarray:
-        """Raw float32 z-depth of the distorted camera (size from its cameras.txt); +inf / NaN / <= 0 -> 0."""
+        """Raw float32 z-depth of the distorted camera (size from its cameras.txt); +inf (the file's own "no data"),
+        NaN, <= 0 and beyond ``MAX_GT_DEPTH_M`` -> 0 (no data)."""
         if not is_file(path):
             raise SourceNotFoundError(f"missing ground-truth depth (raw float32 named like the image): expected a "
                                       f"file at {path}")
@@ -407,7 +411,8 @@ class ETH3DConverter(Converter):
             raise layout_error(path, f"{size} bytes; expected {dcam.width}x{dcam.height} float32 = {4 * n} bytes "
                                      f"(the distorted camera {dcam.camera_id} of {DISTORTED}/cameras.txt)")
         d = np.fromfile(path, dtype="<f4").reshape(dcam.height, dcam.width)
-        return np.where(np.isfinite(d) & (d > 0), d, 0.0).astype(np.float32)
+        with np.errstate(invalid="ignore"):
+            return np.where(np.isfinite(d) & (d > 0) & (d <= MAX_GT_DEPTH_M), d, 0.0).astype(np.float32)
 
     @staticmethod
     def _verify_mask(path: Path, dcam: Any) -> None:

@@ -132,7 +132,7 @@ def read_table(path: Path, header: str, n_values: int) -> dict[tuple[int, int], 
 
 
 #: The classes of VKITTI2 v2.0.3's colors.txt, in its order: class ``CLASS_IDS[name]`` keeps its id whatever
-#: the row order (a row missing from a damaged colors.txt must not shift the other ids).
+#: the row order (a row missing from a damaged colors.txt must not shift the other ids); other names are refused.
 VKITTI2_CLASSES = ("Terrain", "Sky", "Tree", "Vegetation", "Building", "Road", "GuardRail", "TrafficSign",
                    "TrafficLight", "Pole", "Misc", "Truck", "Car", "Van")
 CLASS_IDS = {name: i + 1 for i, name in enumerate(VKITTI2_CLASSES)}
@@ -143,7 +143,7 @@ def read_colors(path: Path) -> tuple[dict[int, str], np.ndarray, np.ndarray]:
 
     The real file has 15 rows after the header, the last ``Undefined 0 0 0`` (id 0, like unknown colours).
     The 14 VKITTI2 classes get the ids of their row in the real file (``CLASS_IDS``: Terrain 1 ... Van 14)
-    wherever they appear; any other class name gets the next free id in row order.
+    wherever they appear; any other class name is refused (a damaged name must not silently shift ids).
     """
     p = require_file(path, "VKITTI2 colors.txt", "extract vkitti_2.0.3_textgt.tar.gz")
     lines = read_text(p, "VKITTI2 colors.txt").splitlines()
@@ -151,7 +151,6 @@ def read_colors(path: Path) -> tuple[dict[int, str], np.ndarray, np.ndarray]:
         raise layout_error(path, f"expected the header {COLORS_HEADER!r}", line=1)
     table = {UNDEFINED_ID: "undefined"}
     keys, ids = [], []
-    next_id = len(VKITTI2_CLASSES) + 1
     for i, line in enumerate(lines[1:], 2):
         parts = line.split()
         if not parts:
@@ -163,14 +162,13 @@ def read_colors(path: Path) -> tuple[dict[int, str], np.ndarray, np.ndarray]:
         if key in keys:
             raise layout_error(path, f"colour ({r}, {g}, {b}) is listed twice", line=i)
         name = parts[0]
-        if name.lower() == "undefined":
+        if name == "Undefined":
             cid = UNDEFINED_ID
         elif name in CLASS_IDS:
             cid = CLASS_IDS[name]
         else:
-            if next_id > 255:
-                raise layout_error(path, "more classes than the 8-bit label map holds", line=i)
-            cid, next_id = next_id, next_id + 1
+            raise layout_error(path, f"unknown class {name[:40]!r}; VKITTI2 v2.0.3 has {', '.join(VKITTI2_CLASSES)} "
+                                     "and Undefined (a damaged name would silently change the class ids)", line=i)
         if cid != UNDEFINED_ID and cid in table:
             raise layout_error(path, f"class {name!r} is listed twice", line=i)
         table[cid] = name if cid else "undefined"
