@@ -28,6 +28,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -159,7 +160,7 @@ def jpeg_header(path: str | Path, what: str = "JPEG image") -> ImageHeader:
     return header
 
 
-def _jpeg_segments(p: Path, what: str, fh, head: bytes, size: int) -> ImageHeader:  # noqa: ANN001 - file object
+def _jpeg_segments(p: Path, what: str, fh: BinaryIO, head: bytes, size: int) -> ImageHeader:
     """Walk the marker segments from byte 2 to the first SOS; return the SOFn header."""
     buf = bytearray(head)
     pos = 2
