@@ -103,8 +103,8 @@ def write_frame_table(scene_dir: str | Path, meta: dict[str, Any] | None = None)
     schema_meta = {_META_KEY: json.dumps(info).encode(), b"wai.scene": json.dumps(scene_meta).encode()}
     table = pa.table(cols).replace_schema_metadata(schema_meta)
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_file(sink, table.schema) as writer:  # uncompressed: memory-mappable, zero-copy
-        writer.write_table(table)
+    with pa.ipc.new_file(sink, table.schema) as writer:  # uncompressed, one record batch: zero-copy when mapped
+        writer.write_batch(table.combine_chunks().to_batches()[0])
     return atomic.write_bytes(d / FRAME_TABLE, sink.getvalue().to_pybytes())
 
 
@@ -113,8 +113,8 @@ class _Columns:
     names: Any
     models: np.ndarray
     model_names: list[str]
-    ints: np.ndarray  # [N, 2] w, h
-    floats: np.ndarray  # [N, 4] fl_x, fl_y, cx, cy
+    ints: tuple[np.ndarray, ...]  # w, h: [N] int64 each
+    floats: tuple[np.ndarray, ...]  # fl_x, fl_y, cx, cy: [N] float64 each
     poses: np.ndarray  # [N, 4, 4] float64, camera-to-world
     paths: dict[str, Any]
     extras: Any
@@ -127,21 +127,25 @@ class FrameTable:
     ``frames`` is a lazy sequence of frame dicts), ``frame``, ``camera``, ``pose``, ``frame_index``.
     """
 
-    def __init__(self, scene_dir: Path, table: Any, info: dict[str, Any], scene_meta: dict[str, Any]) -> None:
+    def __init__(self, scene_dir: Path, batch: Any, info: dict[str, Any], scene_meta: dict[str, Any]) -> None:
         self.path = scene_dir
-        self._t = table
         self._info = info
-        n = table.num_rows
+        n = batch.num_rows
         self.n = n
-        cm = table.column("camera_model").combine_chunks()
-        wh = np.stack([table.column(k).to_numpy() for k in ("w", "h")], axis=1)
-        fl = np.stack([table.column(k).to_numpy() for k in ("fl_x", "fl_y", "cx", "cy")], axis=1)
-        pose = table.column("transform_matrix").combine_chunks().values.to_numpy(zero_copy_only=True)
+
+        def col(name: str) -> Any:
+            return batch.column(batch.schema.get_field_index(name))
+
+        def num(name: str) -> np.ndarray:  # zero-copy view of the mapped file (no nulls, one record batch)
+            return col(name).to_numpy(zero_copy_only=True)
+
+        cm = col("camera_model")
+        pose = col("transform_matrix").values.to_numpy(zero_copy_only=True)
         self._c = _Columns(
-            names=table.column("frame_name"), models=cm.indices.to_numpy(zero_copy_only=False),
-            model_names=[str(x) for x in cm.dictionary.to_pylist()], ints=wh, floats=fl,
-            poses=pose.reshape(n, 4, 4),
-            paths={k: table.column(_PATH_PREFIX + k) for k in info["path_keys"]}, extras=table.column(_EXTRAS))
+            names=col("frame_name"), models=cm.indices.to_numpy(zero_copy_only=False),
+            model_names=[str(x) for x in cm.dictionary.to_pylist()], ints=(num("w"), num("h")),
+            floats=(num("fl_x"), num("fl_y"), num("cx"), num("cy")), poses=pose.reshape(n, 4, 4),
+            paths={k: col(_PATH_PREFIX + k) for k in info["path_keys"]}, extras=col(_EXTRAS))
         self.meta = dict(scene_meta)
         self.meta["frames"] = _LazyFrames(self)
         self._names: dict[str, int] | None = None
@@ -176,8 +180,8 @@ class FrameTable:
         from wai.format.cameras import Camera
 
         i = self._idx(key)
-        w, h = (int(x) for x in self._c.ints[i])
-        fx, fy, cx, cy = (float(x) for x in self._c.floats[i])
+        w, h = (int(a[i]) for a in self._c.ints)
+        fx, fy, cx, cy = (float(a[i]) for a in self._c.floats)
         return Camera(self._c.model_names[self._c.models[i]], w, h, fx, fy, cx, cy)
 
     def file(self, key: int | str, frame_key: str) -> str | None:
@@ -195,8 +199,8 @@ class FrameTable:
             if v is not None:
                 out[k] = v
         out["transform_matrix"] = c.poses[i].tolist()
-        out["w"], out["h"] = (int(x) for x in c.ints[i])
-        out["fl_x"], out["fl_y"], out["cx"], out["cy"] = (float(x) for x in c.floats[i])
+        out["w"], out["h"] = (int(a[i]) for a in c.ints)
+        out["fl_x"], out["fl_y"], out["cx"], out["cy"] = (float(a[i]) for a in c.floats)
         had = self._info.get("had_camera_model")
         if had is not None and had[i]:
             out["camera_model"] = c.model_names[c.models[i]]
@@ -245,9 +249,11 @@ def _open(d: Path) -> FrameTable:
     if not path.is_file():
         raise FileNotFoundError(path)
     try:
-        source = pa.memory_map(str(path), "r")
-        table = pa.ipc.open_file(source).read_all()
-        md = table.schema.metadata or {}
+        reader = pa.ipc.open_file(pa.memory_map(str(path), "r"))
+        if reader.num_record_batches != 1:
+            raise ValueError(f"{reader.num_record_batches} record batches, expected 1")
+        batch = reader.get_batch(0)  # zero-copy: its buffers point into the mapped file
+        md = reader.schema.metadata or {}
         info = json.loads(md[_META_KEY])
         scene_meta = json.loads(md[b"wai.scene"])
     except (OSError, KeyError, ValueError, pa.ArrowException) as e:
@@ -263,7 +269,7 @@ def _open(d: Path) -> FrameTable:
     if info.get("scene_meta") != now:
         raise FrameTableStaleError(f"{path} is stale: {meta_path} changed after the table was built (size/mtime "
                                    f"{info.get('scene_meta')} -> {now}); rebuild it: {rebuild_hint(d)}")
-    return FrameTable(d, table, info, scene_meta)
+    return FrameTable(d, batch, info, scene_meta)
 
 
 def open_frame_table(scene_dir: str | Path) -> FrameTable:
