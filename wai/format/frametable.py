@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -211,13 +212,15 @@ class FrameTable:
 
     @property
     def frames(self) -> Sequence[dict[str, Any]]:
-        """Lazy sequence of frame dicts (``scene.frames[i]``, ``len(scene.frames)``)."""
+        """Lazy sequence of frame dicts (``scene.frames[i]``, ``len(scene.frames)``); valid while the table is."""
         return self.meta["frames"]
 
 
 class _LazyFrames(Sequence):
     def __init__(self, table: FrameTable) -> None:
-        self._t = table
+        # a weak proxy: a strong reference would make a cycle (table -> meta -> frames -> table) that keeps an
+        # evicted table's mapping alive until the cycle collector runs
+        self._t = weakref.proxy(table)
 
     def __len__(self) -> int:
         return self._t.n
