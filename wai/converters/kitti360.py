@@ -112,10 +112,11 @@ class Kitti360Converter(Converter):
 
     @property
     def cams(self) -> list[str]:
-        """Camera ids to convert ("00", "01")."""
+        """Camera ids to convert ("00", "01"); ``0,1`` is accepted too (VKITTI2's spelling)."""
         cams = [c.strip() for c in str(self.opts.cameras).split(",") if c.strip()]
+        cams = [c.zfill(2) if c.isdigit() and len(c) < 2 else c for c in cams]
         if not cams or any(c not in ("00", "01") for c in cams) or len(set(cams)) != len(cams):
-            raise UsageError(f"--cameras {self.opts.cameras!r}: expected 00 or 00,01")
+            raise UsageError(f"--cameras {self.opts.cameras!r}: expected 00 or 00,01 (or 0,1)")
         return cams
 
     def validate_options(self) -> None:
