@@ -125,9 +125,18 @@ def _codec_floor(ds: Any, scene_dir: Path, picks: list[tuple[int, int]], repeats
     return best, ",".join(sorted({names.get(j[3], str(j[3])) for j in jobs}))
 
 
-def _time_loader(ds: Any, indices: list[Any], batch: int, repeats: int) -> tuple[float, dict[str, float]]:
-    """Best-of-``repeats`` seconds to fetch ``indices`` and collate them, batch by batch as a DataLoader worker
-    does (one batch alive at a time); the stage times of the best run.
+def _fetch(ds: Any, batch_indices: list[Any]) -> Any:
+    """One batch as a DataLoader worker fetches it (torch's ``_MapDatasetFetcher.fetch`` with auto-collation):
+    ``ds.__getitems__(indices)`` when the dataset has it, else ``[ds[i] for i in indices]``."""
+    getitems = getattr(ds, "__getitems__", None)
+    return getitems(batch_indices) if getitems else [ds[i] for i in batch_indices]
+
+
+def _time_loader(ds: Any, indices: list[Any], batch: int, repeats: int,
+                 batched: bool = True) -> tuple[float, dict[str, float]]:
+    """Best-of-``repeats`` seconds to fetch ``indices`` and collate them with ``collate_views``, batch by batch
+    as a DataLoader worker does (one batch alive at a time); the stage times of the best run. ``batched``:
+    fetch through ``__getitems__`` as the DataLoader does (False: ``ds[i]`` per sample, the pre-batch path).
     """
     from wai.loaders import collate_views
 
@@ -137,14 +146,15 @@ def _time_loader(ds: Any, indices: list[Any], batch: int, repeats: int) -> tuple
         t_collate = 0.0
         t0 = time.perf_counter()
         for b in range(0, len(indices), batch):
-            samples = [ds[i] for i in indices[b : b + batch]]
+            chunk = indices[b : b + batch]
+            samples = _fetch(ds, chunk) if batched else [ds[i] for i in chunk]
             t1 = time.perf_counter()
             out = collate_views(samples)
             t_collate += time.perf_counter() - t1
             del samples, out
         elapsed = time.perf_counter() - t0
         stages = dict(ds.profile_stages)
-        stages["collate"] = t_collate
+        stages["collate"] = stages.get("collate", 0.0) + t_collate
         if elapsed < best:
             best, best_stages = elapsed, stages
     ds.profile_stages = None

@@ -24,6 +24,7 @@ import math
 import os
 import re
 import stat
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,7 +41,7 @@ from wai.format.paths import resolve_inside
 from wai.format.scene import SCENE_META, Scene, frame_file, load_scene
 from wai.loaders.errors import LoaderConfigError
 from wai.loaders.transforms import CROPS, TRANSFORMS, color_augment, crop_resize, pinhole_from_panorama
-from wai.loaders.views import normalize_data_norm_type, to_vggt, to_views
+from wai.loaders.views import ViewBatchWriter, collate_views, normalize_data_norm_type, to_vggt, to_views
 
 torch = import_optional("torch", "torch")
 
@@ -887,20 +888,26 @@ class WAIDataset(torch.utils.data.Dataset):
             rec["rng"] = int(rng.integers(0, 2**31 - 1))
         return raw
 
-    def get_sample(self, idx: Any) -> Any:
-        """One sample without retries (what ``__getitem__`` returns when it succeeds)."""
+    def _raw_sample(self, idx: Any) -> list[dict[str, Any]]:
+        """The raw per-view records of sample ``idx`` (int or MapAnything tuple), before the output layout."""
         s, r, v = self._parse_index(idx)
         rng = np.random.default_rng([self.seed, self.epoch, s, r, v or 0])
         if v is None:
             v = self.num_views_options[int(rng.integers(len(self.num_views_options)))]
-        raw = self.load_raw(s, v, self.resolutions[r], rng, r)
+        return self.load_raw(s, v, self.resolutions[r], rng, r)
+
+    def get_sample(self, idx: Any) -> Any:
+        """One sample without retries (what ``__getitem__`` returns when it succeeds)."""
+        raw = self._raw_sample(idx)
         if self.output == "vggt":
             return to_vggt(raw, self.relative_to_first, self.profile_stages)
         return to_views(raw, self.relative_to_first, self.data_norm_type, self.profile_stages)
 
-    def __getitem__(self, idx: Any) -> Any:
+    def _retrying(self, idx: Any, fetch: Any) -> Any:
+        """``fetch(idx)``; with ``max_retries``, an ``OSError``/``ValueError`` (other than configuration and
+        path-escape errors) is retried on other samples drawn reproducibly from ``idx``."""
         try:
-            return self.get_sample(idx)
+            return fetch(idx)
         except (OSError, ValueError) as e:
             if self.max_retries <= 0 or isinstance(e, (LoaderConfigError, PathEscapeError)):
                 raise
@@ -912,10 +919,65 @@ class WAIDataset(torch.utils.data.Dataset):
             log.warning("sample %s failed (%s); retrying with sample %d", idx, err, other)
             try:
                 retry = (other, *idx[1:]) if isinstance(idx, (tuple, list)) else other
-                return self.get_sample(retry)
+                return fetch(retry)
             except (OSError, ValueError) as e:
                 err = e
         raise err
+
+    def __getitem__(self, idx: Any) -> Any:
+        return self._retrying(idx, self.get_sample)
+
+    def __getitems__(self, indices: Sequence[Any]) -> list[Any]:
+        """The samples of ``indices`` (what a ``DataLoader`` with a batch sampler fetches per batch), equal to
+        ``[self[i] for i in indices]``.
+
+        ``views`` layout: when the samples share view count, view sizes and keys (a ``ViewBatchSampler`` batch
+        does), every view is written straight into per-view batch tensors and a ``ViewBatch`` is returned,
+        which ``collate_views`` passes through instead of copying each sample again (torch's
+        ``default_collate`` still collates it like any list of samples). In a DataLoader worker whose
+        ``collate_fn`` is ``collate_views`` the batch tensors are allocated in shared memory, as
+        ``default_collate`` does, so handing the batch to the main process copies nothing.
+        """
+        indices = list(indices)
+        if self.output != "views" or not indices:
+            return [self[i] for i in indices]
+        shared = _worker_collates_with(collate_views)
+        writer: ViewBatchWriter | None = None
+        rest: list[Any] = []
+        for k, i in enumerate(indices):
+            raw = self._retrying(i, self._raw_sample)
+            if k == 0 and raw:
+                writer = ViewBatchWriter(len(indices), raw, self.relative_to_first, self.data_norm_type,
+                                         self.profile_stages, shared)
+            if writer is not None and not rest and writer.fits(raw):
+                writer.add(raw)  # written while its decoded arrays are still in cache
+            else:
+                rest.append(to_views(raw, self.relative_to_first, self.data_norm_type, self.profile_stages))
+        if writer is None:
+            return rest
+        if not rest:
+            return writer.finish()
+        return writer.samples() + rest  # samples that do not share a layout: collated by copying, as usual
+
+
+def _worker_collates_with(fn: Any) -> bool:
+    """True in a DataLoader worker whose fetcher (the caller of ``__getitems__``) collates with ``fn``.
+
+    torch's ``_MapDatasetFetcher.fetch`` calls ``dataset.__getitems__(indices)`` and then its ``collate_fn``;
+    the fetcher is found as ``self`` of a calling frame. Anything else (main process, another caller, another
+    torch version) answers False, which only costs the copy into shared memory when the batch is sent.
+    """
+    if torch.utils.data.get_worker_info() is None:
+        return False
+    frame = sys._getframe(1)
+    for _ in range(4):
+        frame = frame.f_back
+        if frame is None:
+            return False
+        fetcher = frame.f_locals.get("self")
+        if fetcher is not None and hasattr(fetcher, "collate_fn") and hasattr(fetcher, "auto_collation"):
+            return fetcher.collate_fn is fn
+    return False
 
 
 def random_walk(covis: np.ndarray, k: int, thres: float, rng: np.random.Generator, max_restarts: int = 4) -> list[int]:

@@ -15,6 +15,7 @@ rigid transform to world points is one ``cv2.transform`` pass. float32 throughou
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from typing import Any
 
@@ -119,10 +120,20 @@ class RayGrid:
         self.unit_tensor = torch.from_numpy(self.unit)
         self.unit.flags.writeable = False
 
-    def points(self, depth: np.ndarray) -> np.ndarray:
-        """``[H, W, 3]`` float32 camera-frame points of a cleaned depth map (0 where depth is 0)."""
+    def points(self, depth: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """``[H, W, 3]`` float32 camera-frame points of a cleaned depth map (0 where depth is 0), written into
+        ``out`` (C-contiguous float32 ``[H, W, 3]``) when given."""
         z = depth if self.f2 is None else depth * self.f2
-        return cv2.merge([depth * self.f0, depth * self.f1, z])
+        return _cv_into(cv2.merge([depth * self.f0, depth * self.f1, z], dst=out), out)
+
+
+def _cv_into(result: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+    """``out`` holding ``result``: OpenCV writes into a matching ``dst`` in place, but silently returns a new
+    array when ``dst`` does not match (shape, type, layout); this copies in that case."""
+    if out is None or result is out:
+        return result
+    np.copyto(out, result.reshape(out.shape))
+    return out
 
 
 _GRIDS: OrderedDict[tuple[Any, ...], RayGrid] = OrderedDict()
@@ -143,63 +154,107 @@ def ray_grid(cam: Camera) -> RayGrid:
     return g
 
 
+def geometry_into(cam: Camera, depth: np.ndarray, cam_to_world: np.ndarray, depth_out: np.ndarray,
+                  pts_cam_out: np.ndarray, pts_out: np.ndarray, range_out: np.ndarray, valid_out: np.ndarray,
+                  non_ambiguous_out: np.ndarray | None = None) -> None:
+    """Write one view's geometry into preallocated C-contiguous arrays (no temporaries beyond two depth-sized
+    products for the camera points).
+
+    ``depth`` [H, W] is the camera model's depth in metres (0 = no data, negative = ambiguous, non-finite = no
+    data; any layout, cast to float32); ``cam_to_world`` 4x4 (OpenCV, metres). Outputs, all [H, W] or
+    [H, W, 3] float32 / bool: ``depth_out`` the cleaned depth (non-finite and negative values set to 0),
+    ``pts_cam_out`` camera-frame points (0 where invalid), ``pts_out`` world points (``R pts_cam + t``: the
+    camera centre where invalid), ``range_out`` the distance along the unit ray, ``valid_out`` depth > 0 and
+    ``non_ambiguous_out`` (optional) the pixels whose source depth was not negative.
+    """
+    d = depth_out
+    np.copyto(d, depth, casting="unsafe")
+    lo, hi = d.min(), d.max()  # NaN propagates into the min; +-inf shows in the max / min
+    if lo >= 0 and hi < np.inf:
+        if non_ambiguous_out is not None:
+            non_ambiguous_out.fill(True)
+    else:
+        finite = np.isfinite(d)
+        if not finite.all():
+            np.copyto(d, np.float32(0.0), where=~finite)
+        ambiguous = d < 0
+        if ambiguous.any():
+            np.copyto(d, np.float32(0.0), where=ambiguous)
+        if non_ambiguous_out is not None:
+            np.logical_not(ambiguous, out=non_ambiguous_out)
+    np.greater(d, np.float32(0.0), out=valid_out)
+    g = ray_grid(cam)
+    g.points(d, out=pts_cam_out)
+    T = np.asarray(cam_to_world, dtype=np.float64)
+    _cv_into(cv2.transform(pts_cam_out, T[:3, :4], dst=pts_out), pts_out)
+    if g.norm is None:
+        np.copyto(range_out, d)
+    else:
+        np.multiply(d, g.norm, out=range_out)
+
+
 def view_geometry(cam: Camera, depth: np.ndarray, cam_to_world: np.ndarray) -> dict[str, np.ndarray]:
-    """Rays, camera/world points and masks of one view (float32 / bool numpy arrays).
+    """Rays, camera/world points and masks of one view (float32 / bool numpy arrays, freshly allocated).
 
     ``depth`` [H, W] is the model's depth in metres (0 = no data, negative = ambiguous, non-finite = no data);
     ``cam_to_world`` 4x4. Returns ``ray_directions_cam`` (unit; the camera's cached read-only array, shared
     between views of the same camera), ``pts3d_cam`` (0 where invalid), ``pts3d`` (world; the camera centre
     where invalid, as MapAnything and VGGT compute them: use ``valid_mask``), ``depth_along_ray`` [H, W, 1]
     (range), ``depth`` (the cleaned depth, >= 0), ``valid_mask`` and ``ambiguous``. The rigid transform runs
-    in ``cv2.transform`` (one SIMD pass, no BLAS threads).
+    in ``cv2.transform`` (one SIMD pass, no BLAS threads); see ``geometry_into``.
     """
-    d = np.ascontiguousarray(depth, dtype=np.float32)
-    if not np.isfinite(d).all():
-        d = np.where(np.isfinite(d), d, np.float32(0.0))
-    ambiguous = d < 0
-    if ambiguous.any():
-        d = np.where(ambiguous, np.float32(0.0), d)
-    valid = d > 0
-    g = ray_grid(cam)
-    pts_cam = g.points(d)
-    T = np.asarray(cam_to_world, dtype=np.float64)
-    pts = cv2.transform(pts_cam, T[:3, :4])
-    rng = d if g.norm is None else d * g.norm
+    h, w = depth.shape[:2]
+    d = np.empty((h, w), dtype=np.float32)
+    pts_cam = np.empty((h, w, 3), dtype=np.float32)
+    pts = np.empty((h, w, 3), dtype=np.float32)
+    rng = np.empty((h, w, 1), dtype=np.float32)
+    valid = np.empty((h, w), dtype=bool)
+    nam = np.empty((h, w), dtype=bool)
+    geometry_into(cam, depth, cam_to_world, d, pts_cam, pts, rng[..., 0], valid, nam)
     return {
-        "ray_directions_cam": g.unit,
+        "ray_directions_cam": ray_grid(cam).unit,
         "pts3d_cam": pts_cam,
         "pts3d": pts,
-        "depth_along_ray": rng[..., None],
+        "depth_along_ray": rng,
         "depth": d,
         "valid_mask": valid,
-        "ambiguous": ambiguous,
+        "ambiguous": ~nam,
     }
 
 
 class _Normalizer:
-    """uint8 HWC RGB -> float32 [3, H, W] tensor, ``(x / 255 - mean) / std``, one OpenCV pass per channel."""
+    """uint8 HWC RGB -> float32 [3, H, W], ``(x / 255 - mean) / std``, one OpenCV pass per channel."""
 
     def __init__(self, name: str) -> None:
         mean, std = DATA_NORM_TYPES[name]
         self.scale = [1.0 / (255.0 * s) for s in std]
         self.offset = [-m / s for m, s in zip(mean, std)]
 
-    def __call__(self, img: np.ndarray) -> Any:
-        out = np.empty((3, img.shape[0], img.shape[1]), dtype=np.float32)
+    def __call__(self, img: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """The normalised planes, written into ``out`` (C-contiguous float32 [3, H, W]) when given."""
+        if out is None:
+            out = np.empty((3, img.shape[0], img.shape[1]), dtype=np.float32)
         for c, plane in enumerate(cv2.split(img)):
-            cv2.addWeighted(plane, self.scale[c], plane, 0.0, self.offset[c], dst=out[c], dtype=cv2.CV_32F)
-        return torch.from_numpy(out)
+            dst = out[c]  # one view object: _cv_into checks identity
+            _cv_into(cv2.addWeighted(plane, self.scale[c], plane, 0.0, self.offset[c], dst=dst, dtype=cv2.CV_32F),
+                     dst)
+        return out
 
 
 _NORMALIZERS: dict[str, _Normalizer] = {}
 
 
-def normalize_image(img: np.ndarray, data_norm_type: str) -> Any:
-    """float32 [3, H, W] tensor of an RGB uint8 image normalised per ``DATA_NORM_TYPES[data_norm_type]``."""
+def _normalizer(data_norm_type: str) -> _Normalizer:
     n = _NORMALIZERS.get(data_norm_type)
     if n is None:
         n = _NORMALIZERS[data_norm_type] = _Normalizer(data_norm_type)
-    return n(img)
+    return n
+
+
+def normalize_image(img: np.ndarray, data_norm_type: str, out: np.ndarray | None = None) -> Any:
+    """float32 [3, H, W] tensor of an RGB uint8 image normalised per ``DATA_NORM_TYPES[data_norm_type]``
+    (written into the numpy array ``out`` when given; the tensor shares its memory)."""
+    return torch.from_numpy(_normalizer(data_norm_type)(img, out))
 
 
 def _bump(times: dict[str, float] | None, key: str, t0: float) -> float:
@@ -211,59 +266,209 @@ def _bump(times: dict[str, float] | None, key: str, t0: float) -> float:
     return t1
 
 
+#: Keys of a ``views`` record, in order; ``loss_weights`` only with label weights.
+VIEW_KEYS = ("img", "data_norm_type", "depthmap", "camera_pose", "camera_intrinsics", "camera_pose_quats",
+             "camera_pose_trans", "ray_directions_cam", "pts3d", "pts3d_cam", "depth_along_ray", "valid_mask",
+             "non_ambiguous_mask", "true_shape", "is_metric_scale", "is_synthetic", "dataset", "label", "instance",
+             "camera_model_id", "frame_idx", "idx", "rng", "loss_weights")
+
+
+def _pixel_layout(h: int, w: int, weights: bool) -> dict[str, tuple[tuple[int, ...], Any]]:
+    """Per-view tensors of the ``views`` layout: key -> (shape, torch dtype) at ``h x w`` pixels."""
+    f32 = torch.float32
+    out = {"img": ((3, h, w), f32), "depthmap": ((h, w, 1), f32), "camera_pose": ((4, 4), f32),
+           "camera_intrinsics": ((3, 3), f32), "camera_pose_quats": ((4,), f32), "camera_pose_trans": ((3,), f32),
+           "ray_directions_cam": ((h, w, 3), f32), "pts3d": ((h, w, 3), f32), "pts3d_cam": ((h, w, 3), f32),
+           "depth_along_ray": ((h, w, 1), f32), "valid_mask": ((h, w), torch.bool),
+           "non_ambiguous_mask": ((h, w), torch.bool), "true_shape": ((2,), torch.int32)}
+    if weights:
+        out["loss_weights"] = ((h, w), f32)
+    return out
+
+
+def _fill_view(r: dict[str, Any], pose: np.ndarray, norm: _Normalizer, o: dict[str, np.ndarray],
+               times: dict[str, float] | None, t: float) -> float:
+    """Write view record ``r`` (camera-to-world ``pose``) into the numpy arrays ``o`` (``_pixel_layout`` keys;
+    ``ray_directions_cam`` may be absent: the caller shares the camera's cached rays). Returns the clock."""
+    cam = r["camera"]
+    nam = o["non_ambiguous_mask"]
+    geometry_into(cam, r["depth"], pose, o["depthmap"][..., 0], o["pts3d_cam"], o["pts3d"],
+                  o["depth_along_ray"][..., 0], o["valid_mask"], nam)
+    if r.get("non_ambiguous") is not None:
+        np.logical_and(nam, np.asarray(r["non_ambiguous"], dtype=bool), out=nam)
+    rays = o.get("ray_directions_cam")
+    if rays is not None:
+        np.copyto(rays, ray_grid(cam).unit)
+    t = _bump(times, "geometry", t)
+    norm(r["image"], o["img"])
+    o["camera_pose"][...] = pose
+    o["camera_intrinsics"][...] = cam.K
+    o["camera_pose_quats"][...] = rotation_to_quat_xyzw(pose[:3, :3])
+    o["camera_pose_trans"][...] = pose[:3, 3]
+    o["true_shape"][...] = o["depthmap"].shape[:2]
+    if "loss_weights" in o:
+        np.copyto(o["loss_weights"], r["loss_weights"], casting="unsafe")
+    return t
+
+
+def _host_fields(r: dict[str, Any], vi: int, data_norm_type: str) -> dict[str, Any]:
+    """The non-tensor entries of a view (strings, bools, ints, the ``idx`` tuple)."""
+    return {
+        "data_norm_type": data_norm_type,
+        "is_metric_scale": bool(r["is_metric_scale"]),
+        "is_synthetic": bool(r["is_synthetic"]),
+        "dataset": r["dataset"],
+        "label": r["label"],
+        "instance": r["instance"],
+        "camera_model_id": CAMERA_MODEL_IDS[r["camera"].model],
+        "frame_idx": int(r["frame_idx"]),
+        "idx": (int(r["idx"][0]), int(r["idx"][1]), vi),
+        "rng": int(r.get("rng", 0)),
+    }
+
+
+def _poses(raw: list[dict[str, Any]], relative_to_first: bool) -> list[np.ndarray]:
+    """Camera-to-world 4x4 of each record, in the first view's camera frame with ``relative_to_first``."""
+    base = invert_pose(raw[0]["pose"]) if relative_to_first else np.eye(4)
+    return [base @ r["pose"] for r in raw]
+
+
 def to_views(raw: list[dict[str, Any]], relative_to_first: bool, data_norm_type: str,
              times: dict[str, float] | None = None) -> list[dict[str, Any]]:
     """MapAnything view dicts (torch tensors) from the loader's raw per-view records.
 
     Keys holding strings or tuples are only those in ``MAPANYTHING_HOST_KEYS``; ``camera_model_id`` is an int
-    (``CAMERA_MODEL_IDS``). ``idx`` is ``(sample_idx, resolution_idx, view_index)``. ``times`` (optional)
-    accumulates seconds under ``geometry`` and ``normalisation``.
+    (``CAMERA_MODEL_IDS``). ``idx`` is ``(sample_idx, resolution_idx, view_index)``. ``ray_directions_cam`` is
+    the camera's cached tensor, shared by every view of that camera (read-only use; collation copies it).
+    ``times`` (optional) accumulates seconds under ``geometry`` and ``normalisation``.
     """
     import time
 
     data_norm_type = normalize_data_norm_type(data_norm_type)
-    base = invert_pose(raw[0]["pose"]) if relative_to_first else np.eye(4)
+    norm = _normalizer(data_norm_type)
     views = []
     t = time.perf_counter()
-    for vi, r in enumerate(raw):
-        pose = base @ r["pose"]
-        geo = view_geometry(r["camera"], r["depth"], pose)
-        t = _bump(times, "geometry", t)
-        img = normalize_image(r["image"], data_norm_type)
-        nam = ~geo["ambiguous"]
-        if r.get("non_ambiguous") is not None:
-            nam &= np.asarray(r["non_ambiguous"], dtype=bool)
-        d = geo["depth"]
-        v: dict[str, Any] = {
-            "img": img,
-            "data_norm_type": data_norm_type,
-            "depthmap": torch.from_numpy(d[..., None]),
-            "camera_pose": torch.from_numpy(pose.astype(np.float32)),
-            "camera_intrinsics": torch.from_numpy(r["camera"].K.astype(np.float32)),
-            "camera_pose_quats": torch.from_numpy(rotation_to_quat_xyzw(pose[:3, :3]).astype(np.float32)),
-            "camera_pose_trans": torch.from_numpy(pose[:3, 3].astype(np.float32)),
-            "ray_directions_cam": ray_grid(r["camera"]).unit_tensor,
-            "pts3d": torch.from_numpy(geo["pts3d"]),
-            "pts3d_cam": torch.from_numpy(geo["pts3d_cam"]),
-            "depth_along_ray": torch.from_numpy(geo["depth_along_ray"]),
-            "valid_mask": torch.from_numpy(geo["valid_mask"]),
-            "non_ambiguous_mask": torch.from_numpy(nam),
-            "true_shape": torch.tensor(d.shape, dtype=torch.int32),
-            "is_metric_scale": bool(r["is_metric_scale"]),
-            "is_synthetic": bool(r["is_synthetic"]),
-            "dataset": r["dataset"],
-            "label": r["label"],
-            "instance": r["instance"],
-            "camera_model_id": CAMERA_MODEL_IDS[r["camera"].model],
-            "frame_idx": int(r["frame_idx"]),
-            "idx": (int(r["idx"][0]), int(r["idx"][1]), vi),
-            "rng": int(r.get("rng", 0)),
-        }
-        if r.get("loss_weights") is not None:
-            v["loss_weights"] = torch.from_numpy(r["loss_weights"])
-        views.append(v)
+    for vi, (r, pose) in enumerate(zip(raw, _poses(raw, relative_to_first))):
+        h, w = r["depth"].shape[:2]
+        layout = _pixel_layout(h, w, r.get("loss_weights") is not None)
+        del layout["ray_directions_cam"]
+        tens = {k: torch.empty(shape, dtype=dt) for k, (shape, dt) in layout.items()}
+        t = _fill_view(r, pose, norm, {k: v.numpy() for k, v in tens.items()}, times, t)
+        tens["ray_directions_cam"] = ray_grid(r["camera"]).unit_tensor
+        host = _host_fields(r, vi, data_norm_type)
+        views.append({k: tens[k] if k in tens else host[k] for k in VIEW_KEYS if k in tens or k in host})
         t = _bump(times, "normalisation", t)
     return views
+
+
+class ViewBatch(list):
+    """The samples of one batch of the ``views`` layout, as ``WAIDataset.__getitems__`` returns them.
+
+    A list of B samples (each a list of V view dicts), so anything that collates a list of samples (torch's
+    ``default_collate``) works on it unchanged; their tensors are slices of per-view batch tensors, and
+    ``collated`` holds those batch tensors in ``collate_views``' layout (V dicts of ``[B, ...]``), which
+    ``collate_views`` returns as they are instead of copying every sample again.
+    """
+
+    collated: list[dict[str, Any]] | None = None
+
+
+def _batch_empty(shape: tuple[int, ...], dtype: Any, shared: bool) -> Any:
+    """An uninitialised tensor; in shared memory with ``shared`` (what ``default_collate`` allocates in a
+    DataLoader worker, so sending the batch to the main process copies nothing)."""
+    if not shared:
+        return torch.empty(shape, dtype=dtype)
+    numel = math.prod(shape)
+    storage = torch.UntypedStorage._new_shared(numel * torch.empty((), dtype=dtype).element_size())
+    return torch.empty((0,), dtype=dtype).set_(storage, 0, shape)
+
+
+def _signature(raw: list[dict[str, Any]]) -> tuple[tuple[tuple[int, ...], bool], ...]:
+    """What samples must share to be written into the same batch tensors: per view, its size and whether it
+    has loss weights (the view count is the tuple's length)."""
+    return tuple((tuple(r["depth"].shape[:2]), r.get("loss_weights") is not None) for r in raw)
+
+
+class ViewBatchWriter:
+    """Writes the samples of one batch, one at a time, straight into per-view ``[B, ...]`` batch tensors.
+
+    Allocated from the first sample (``first``: its raw records), which fixes the view count, the view sizes
+    and the keys; ``fits(raw)`` tells whether another sample shares them. ``add(raw)`` fills the next slot
+    (geometry and normalisation as ``to_views``: same values), ``finish()`` returns the ``ViewBatch``.
+    ``shared``: allocate in shared memory (a DataLoader worker whose ``collate_fn`` is ``collate_views``).
+    ``times`` accumulates ``geometry``, ``normalisation`` and ``collate`` (allocation, host fields) seconds.
+    """
+
+    def __init__(self, size: int, first: list[dict[str, Any]], relative_to_first: bool, data_norm_type: str,
+                 times: dict[str, float] | None = None, shared: bool = False) -> None:
+        import time
+
+        t = time.perf_counter()
+        self.size, self.relative_to_first, self.times = int(size), bool(relative_to_first), times
+        self.data_norm_type = normalize_data_norm_type(data_norm_type)
+        self.norm = _normalizer(self.data_norm_type)
+        self.signature = _signature(first)
+        self.tensors: list[dict[str, Any]] = []
+        self.arrays: list[dict[str, np.ndarray]] = []
+        for (h, w), weights in self.signature:
+            tens = {k: _batch_empty((self.size, *shape), dt, shared)
+                    for k, (shape, dt) in _pixel_layout(h, w, weights).items()}
+            self.tensors.append(tens)
+            self.arrays.append({k: v.numpy() for k, v in tens.items()})
+        self.hosts: list[list[dict[str, Any]]] = []
+        _bump(times, "collate", t)
+
+    def fits(self, raw: list[dict[str, Any]]) -> bool:
+        """True when ``raw`` has the first sample's view count, view sizes and keys and a slot is left."""
+        return len(self.hosts) < self.size and bool(raw) and _signature(raw) == self.signature
+
+    def add(self, raw: list[dict[str, Any]]) -> None:
+        """Write the next sample (``fits(raw)`` must hold)."""
+        import time
+
+        b = len(self.hosts)
+        hosts = []
+        t = time.perf_counter()
+        for vi, (r, pose) in enumerate(zip(raw, _poses(raw, self.relative_to_first))):
+            t = _fill_view(r, pose, self.norm, {k: a[b] for k, a in self.arrays[vi].items()}, self.times, t)
+            hosts.append(_host_fields(r, vi, self.data_norm_type))
+            t = _bump(self.times, "normalisation", t)
+        self.hosts.append(hosts)
+
+    def samples(self) -> list[list[dict[str, Any]]]:
+        """The samples written so far, as ``to_views`` returns them (tensors are slices of the batch)."""
+        return [[{k: tens[k][b] if k in tens else host[k] for k in VIEW_KEYS if k in tens or k in host}
+                 for tens, host in zip(self.tensors, hosts)] for b, hosts in enumerate(self.hosts)]
+
+    def finish(self) -> ViewBatch:
+        """The ``ViewBatch`` of the written samples (all ``size`` slots must be filled)."""
+        import time
+
+        if len(self.hosts) != self.size:
+            raise ValueError(f"ViewBatchWriter: {len(self.hosts)} of {self.size} samples written")
+        t = time.perf_counter()
+        out = ViewBatch(self.samples())
+        collated = []
+        for vi, tens in enumerate(self.tensors):
+            host = torch.utils.data.default_collate([hosts[vi] for hosts in self.hosts])
+            collated.append({k: tens[k] if k in tens else host[k] for k in VIEW_KEYS if k in tens or k in host})
+        out.collated = collated
+        _bump(self.times, "collate", t)
+        return out
+
+
+def to_views_batch(raws: list[list[dict[str, Any]]], relative_to_first: bool, data_norm_type: str,
+                   times: dict[str, float] | None = None, shared: bool = False) -> ViewBatch | None:
+    """A ``ViewBatch`` of the samples ``raws`` (raw records of each sample), written straight into per-view
+    batch tensors (``ViewBatchWriter``); ``None`` when the samples cannot share them (different view counts,
+    view sizes or keys: build each with ``to_views``). Values equal ``to_views`` of each sample, collated.
+    """
+    if not raws or not raws[0] or any(_signature(raw) != _signature(raws[0]) for raw in raws[1:]):
+        return None
+    writer = ViewBatchWriter(len(raws), raws[0], relative_to_first, data_norm_type, times, shared)
+    for raw in raws:
+        writer.add(raw)
+    return writer.finish()
 
 
 def vggt_arrays(raw: list[dict[str, Any]], relative_to_first: bool,
@@ -346,6 +551,8 @@ def collate_views(batch: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """
     from wai.loaders.errors import LoaderConfigError
 
+    if isinstance(batch, ViewBatch) and batch.collated is not None:
+        return batch.collated
     if not batch:
         raise LoaderConfigError("collate_views: empty batch")
     n_views = {len(s) for s in batch}
