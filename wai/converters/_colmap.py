@@ -228,9 +228,11 @@ def check_numbers(files: dict[str, Path], rec: Any) -> None:
         q = np.asarray(rig.rotation.quat, dtype=np.float64)
         t = np.asarray(rig.translation, dtype=np.float64)
         where = {"line": _line_of(imgs, str(iid), every_other=True), "key": f"image {iid}"}
-        if not (np.all(np.isfinite(q)) and abs(float(np.linalg.norm(q)) - 1.0) <= QUAT_NORM_TOL):
+        with np.errstate(over="ignore", invalid="ignore"):  # a 1e308 component: refused below, quietly
+            qnorm = float(np.linalg.norm(q))
+        if not (np.all(np.isfinite(q)) and abs(qnorm - 1.0) <= QUAT_NORM_TOL):
             raise layout_error(imgs, f"quaternion (w, x, y, z) = {[q[3], *q[:3]]} is not a unit quaternion "
-                                     f"(norm {float(np.linalg.norm(q)):.6g}, tolerance {QUAT_NORM_TOL})", **where)
+                                     f"(norm {qnorm:.6g}, tolerance {QUAT_NORM_TOL})", **where)
         if not (np.all(np.isfinite(t)) and float(np.abs(t).max()) <= MAX_TRANSLATION):
             raise layout_error(imgs, f"translation {t.tolist()}; expected finite values within {MAX_TRANSLATION:g}",
                                **where)
