@@ -169,7 +169,7 @@ def frame_camera(scene: Scene, i: int) -> Camera:
         if not (1 <= cam.w <= MAX_IMAGE_SIDE and 1 <= cam.h <= MAX_IMAGE_SIDE):
             raise SchemaError(f"{scene.path / SCENE_META} [frames[{i}]]: w x h = {cam.w} x {cam.h} is not an image "
                               f"size in pixels (1..{MAX_IMAGE_SIDE}); fix the frame's w/h")
-        if not (np.isfinite([cam.fl_x, cam.fl_y, cam.cx, cam.cy]).all() and cam.fl_x > 0 and cam.fl_y > 0):
+        if not (all(math.isfinite(x) for x in (cam.fl_x, cam.fl_y, cam.cx, cam.cy)) and cam.fl_x > 0 and cam.fl_y > 0):
             raise SchemaError(f"{scene.path / SCENE_META} [frames[{i}]]: intrinsics must be finite with focal "
                               "lengths > 0")
         return cam
@@ -697,7 +697,7 @@ class WAIDataset(torch.utils.data.Dataset):
             lut[int(i)] = low.get(str(name).lower(), 1.0)
         return lut
 
-    def _frame_path(self, scene: Scene, fr: dict[str, Any], key: str, i: int) -> Path:
+    def _frame_path(self, scene: Scene, fr: dict[str, Any], key: str, i: int) -> str:
         """The frame file of ``fr[key]``, contained in the dataset root (same guarantees as ``frame_file``).
 
         Fast path: a relative path without ``..`` under the scene folder (whose real path was checked at
@@ -708,27 +708,29 @@ class WAIDataset(torch.utils.data.Dataset):
         if isinstance(rel, str) and rel and "\x00" not in rel and not rel.startswith("/"):
             parts = rel.split("/")
             if ".." not in parts and "" not in parts and "." not in parts:
-                path = scene.path / rel
                 try:
-                    cur = scene.path
+                    cur = os.fspath(scene.path)  # plain strings: pathlib joins cost more than the lstat calls
                     for part in parts:
-                        cur = cur / part
+                        cur = f"{cur}/{part}"
                         if stat.S_ISLNK(os.lstat(cur).st_mode):
                             break
                     else:
-                        return path
+                        return cur
                 except OSError:
                     pass  # missing: let the full check (and the decoder) report it
-        return frame_file(scene, fr, key, i)
+        return os.fspath(frame_file(scene, fr, key, i))
 
-    def _decode(self, scene: Scene, i: int, cam: Camera, name: str) -> np.ndarray:
-        """Decode modality ``name`` of frame ``i`` (path contained in the root) and check its size against w/h."""
+    def _decode(self, scene: Scene, i: int, cam: Camera, name: str, fr: dict[str, Any] | None = None) -> np.ndarray:
+        """Decode modality ``name`` of frame ``i`` (path contained in the root) and check its size against w/h.
+
+        ``fr``: the frame's dict when the caller has it (a frame table builds one per access)."""
         mods = scene.meta.get("frame_modalities", {})
         spec = mods.get(name)
         if not isinstance(spec, dict):
             raise SchemaError(f"{scene.path / SCENE_META}: no frame modality {name!r}; has {sorted(mods)}")
         key = spec.get("frame_key", name)
-        fr = scene.frames[i]
+        if fr is None:
+            fr = scene.frames[i]
         if key not in fr:
             raise SchemaError(f"{scene.path / SCENE_META} [frames[{i}]]: frame {fr.get('frame_name')!r} has no "
                               f"`{key}` path")
@@ -738,9 +740,9 @@ class WAIDataset(torch.utils.data.Dataset):
         if flags is None:
             arr = codecs.decode(path, fmt)
         else:  # the codecs' readers without their extra stat (the path was just checked)
-            arr = codecs.cv2.imread(str(path), flags)
+            arr = codecs.cv2.imread(path, flags)
             if arr is None:
-                if not path.is_file():
+                if not os.path.isfile(path):
                     raise SceneNotFoundError(f"missing {name} file: {path} ({scene.path / SCENE_META} [frames[{i}]])")
                 raise SchemaError(f"{path}: could not decode {name} (corrupt file or wrong extension)")
             if fmt == "depth":
@@ -762,17 +764,19 @@ class WAIDataset(torch.utils.data.Dataset):
                 f"{scene.path / SCENE_META} [frames[{i}]]: CYLINDRICAL view in the {self.output!r} layout, which "
                 "VGGT reads as a pinhole camera with z-depth (silently wrong supervision); pass "
                 "cylindrical='pinhole' for pinhole views cut from each panorama, or output='views'")
+        fr = scene.frames[i]
         t1 = time.perf_counter()
         with_labels = lut is not None and len(lut) > 1
-        image = self._decode(scene, i, cam, "image")
-        depth = self._decode(scene, i, cam, self.depth_modality)
+        image = self._decode(scene, i, cam, "image", fr)
+        depth = self._decode(scene, i, cam, self.depth_modality, fr)
         if depth.dtype != np.float32:
             depth = depth.astype(np.float32)
         nearest: dict[str, np.ndarray] = {"depth": depth}
         if self.non_ambiguous_modality:
-            nearest["non_ambiguous"] = np.asarray(self._decode(scene, i, cam, self.non_ambiguous_modality), dtype=bool)
+            nearest["non_ambiguous"] = np.asarray(self._decode(scene, i, cam, self.non_ambiguous_modality, fr),
+                                                  dtype=bool)
         if with_labels:
-            nearest["labels"] = self._decode(scene, i, cam, self.label_modality)
+            nearest["labels"] = self._decode(scene, i, cam, self.label_modality, fr)
         t2 = time.perf_counter()
         if times is not None:
             times["metadata"] = times.get("metadata", 0.0) + (t1 - t0)
@@ -788,18 +792,19 @@ class WAIDataset(torch.utils.data.Dataset):
                 Tp = pose.copy()
                 Tp[:3, :3] = pose[:3, :3] @ R
                 maps["depth"] = z
-                outs.append(self._record(scene, i, pin, Tp, img, maps, lut, photo))
+                outs.append(self._record(scene, i, pin, Tp, img, maps, lut, photo, fr))
         else:
             extra = int(rng.integers(0, self.aug_crop + 1)) if self.aug_crop else 0
-            cam2, img, maps = crop_resize(cam, res, image, nearest, crop=self.crop, extra=extra)
-            outs = [self._record(scene, i, cam2, pose, img, maps, lut, photo)]
+            # depth and masks stay views into their resized arrays: the layouts copy them once anyway
+            cam2, img, maps = crop_resize(cam, res, image, nearest, crop=self.crop, extra=extra, copy_maps=False)
+            outs = [self._record(scene, i, cam2, pose, img, maps, lut, photo, fr)]
         if times is not None:
             times["resize"] = times.get("resize", 0.0) + (time.perf_counter() - t2)
         return outs
 
     def _record(self, scene: Scene, i: int, cam: Camera, pose: np.ndarray, img: np.ndarray,
                 maps: dict[str, np.ndarray], lut: np.ndarray | None,
-                rng: np.random.Generator | None = None) -> dict[str, Any]:
+                rng: np.random.Generator | None = None, fr: dict[str, Any] | None = None) -> dict[str, Any]:
         if self.transform != "imgnorm" and rng is not None:
             img = color_augment(img, self.transform, rng)
         depth = maps["depth"]
@@ -815,7 +820,7 @@ class WAIDataset(torch.utils.data.Dataset):
             "is_metric_scale": meta.get("scale_type", "metric") == "metric",
             "is_synthetic": str(meta.get("dataset_name", "")) in SYNTHETIC_DATASETS,
             "dataset": str(meta.get("dataset_name", "")), "label": str(meta.get("scene_name", scene.path.name)),
-            "instance": f"images/{scene.frames[i]['frame_name']}", "frame_idx": i,
+            "instance": f"images/{(scene.frames[i] if fr is None else fr)['frame_name']}", "frame_idx": i,
         }
 
     def _parse_index(self, idx: Any) -> tuple[int, int, int | None]:

@@ -63,9 +63,13 @@ def crop_resize(
     nearest: dict[str, np.ndarray] | None = None,
     crop: str = "center",
     extra: int = 0,
+    copy_maps: bool = True,
 ) -> tuple[Camera, np.ndarray | None, dict[str, np.ndarray]]:
     """Resize + crop ``image`` (area when shrinking below 2/3, else bilinear) and the ``nearest`` maps (depth,
     masks, labels: nearest neighbour) to ``target`` (w, h). Returns the new camera and the arrays.
+
+    ``copy_maps=False``: a ``center`` crop returns the maps as (non-contiguous) views into their resized
+    arrays instead of copies, for callers that copy them anyway; the image is always C-contiguous.
     """
     if crop == "principal_point":
         return _pp_crop_resize(cam, target, image, nearest)
@@ -83,7 +87,8 @@ def crop_resize(
     maps: dict[str, np.ndarray] = {}
     for k, a in (nearest or {}).items():
         r = a if same else _nearest(a, (nw, nh))
-        maps[k] = np.ascontiguousarray(r[y0 : y0 + th, x0 : x0 + tw])
+        view = r[y0 : y0 + th, x0 : x0 + tw]
+        maps[k] = np.ascontiguousarray(view) if copy_maps else view
     return out_cam, img_out, maps
 
 

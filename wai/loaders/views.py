@@ -416,6 +416,8 @@ class ViewBatchWriter:
             self.tensors.append(tens)
             self.arrays.append({k: v.numpy() for k, v in tens.items()})
         self.hosts: list[list[dict[str, Any]]] = []
+        #: (view index, slot, camera) whose unit rays are still to be copied (``_write_rays``)
+        self._rays: list[tuple[int, int, Camera]] = []
         _bump(times, "collate", t)
 
     def fits(self, raw: list[dict[str, Any]]) -> bool:
@@ -430,13 +432,39 @@ class ViewBatchWriter:
         hosts = []
         t = time.perf_counter()
         for vi, (r, pose) in enumerate(zip(raw, _poses(raw, self.relative_to_first))):
-            t = _fill_view(r, pose, self.norm, {k: a[b] for k, a in self.arrays[vi].items()}, self.times, t)
+            o = {k: a[b] for k, a in self.arrays[vi].items() if k != "ray_directions_cam"}
+            t = _fill_view(r, pose, self.norm, o, self.times, t)
+            self._rays.append((vi, b, r["camera"]))
             hosts.append(_host_fields(r, vi, self.data_norm_type))
             t = _bump(self.times, "normalisation", t)
         self.hosts.append(hosts)
 
+    def _write_rays(self) -> None:
+        """Copy the unit rays of the written slots, camera by camera: one camera's cached rays stay in the CPU
+        cache across its copies, which then cost about a plain write each (copied per view, interleaved with
+        the other outputs, they are read back from memory every time)."""
+        import time
+
+        if not self._rays:
+            return
+        t = time.perf_counter()
+        by_cam: dict[tuple[Any, ...], list[tuple[int, int]]] = {}
+        grids: dict[tuple[Any, ...], RayGrid] = {}
+        for vi, b, cam in self._rays:
+            key = (cam.model, cam.w, cam.h, cam.fl_x, cam.fl_y, cam.cx, cam.cy)
+            by_cam.setdefault(key, []).append((vi, b))
+            if key not in grids:
+                grids[key] = ray_grid(cam)
+        for key, slots in by_cam.items():
+            unit = grids[key].unit
+            for vi, b in slots:
+                np.copyto(self.arrays[vi]["ray_directions_cam"][b], unit)
+        self._rays = []
+        _bump(self.times, "geometry", t)
+
     def samples(self) -> list[list[dict[str, Any]]]:
         """The samples written so far, as ``to_views`` returns them (tensors are slices of the batch)."""
+        self._write_rays()
         return [[{k: tens[k][b] if k in tens else host[k] for k in VIEW_KEYS if k in tens or k in host}
                  for tens, host in zip(self.tensors, hosts)] for b, hosts in enumerate(self.hosts)]
 
@@ -446,6 +474,7 @@ class ViewBatchWriter:
 
         if len(self.hosts) != self.size:
             raise ValueError(f"ViewBatchWriter: {len(self.hosts)} of {self.size} samples written")
+        self._write_rays()
         t = time.perf_counter()
         out = ViewBatch(self.samples())
         collated = []
