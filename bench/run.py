@@ -154,7 +154,7 @@ def _decode_raw_seconds(raw: Path, skip: set[Path]) -> float:
             continue
         ext = p.suffix.lower()
         if ext in (".png", ".jpg", ".jpeg"):
-            if cv2.imread(str(p), cv2.IMREAD_UNCHANGED) is None:  # e.g. ETH3D raw float32 depth named .JPG
+            if codecs.imread_bytes_safe(p, cv2.IMREAD_UNCHANGED) is None:  # e.g. ETH3D raw float32 depth named .JPG
                 np.fromfile(p, dtype=np.uint8)
         elif ext == ".npy":
             np.load(p)

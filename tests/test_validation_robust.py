@@ -335,3 +335,29 @@ def test_report_paths_never_point_outside(root: Path, tmp_path: Path) -> None:
     report = validate(root)
     assert _one(report, "path_escape").field == "frames[f03].depth"
     assert not _issues(report, "extension_mismatch")  # the target was never opened
+
+
+def test_non_utf8_dataset_path_validates_without_crashing(tmp_path: Path) -> None:
+    """Issue 15: a path with bytes that are not UTF-8 crashed cv2.imread(str(path)) with SIGSEGV."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import os, sys\n"
+        "from pathlib import Path\n"
+        "from wai.converters.synthetic import SyntheticConverter\n"
+        "from wai.run import RunOptions, run_conversion\n"
+        "from wai.synthetic.raw_synthetic import make_fake\n"
+        "from wai.validation import validate\n"
+        "raw = make_fake(Path(sys.argv[1]) / 'raw', n_scenes=1, n_frames=2).root\n"
+        "base = Path(os.fsdecode(os.fsencode(sys.argv[1]) + b'/d\\xe9j\\xff'))\n"
+        "base.mkdir()\n"
+        "raw = Path(os.replace(raw, base / 'raw') or base / 'raw')  # the fakes write with OpenCV: move after\n"
+        "assert run_conversion(SyntheticConverter(raw), base / 'out', RunOptions(progress=False)).ok\n"
+        "print(validate(base / 'out').ok)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONIOENCODING": "utf-8"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "True"

@@ -22,6 +22,7 @@ import numpy as np
 
 from wai import FORMAT_VERSION, WAI_VERSION
 from wai.errors import PathEscapeError, SceneNotFoundError, WaiError
+from wai.format import codecs
 from wai.format.cameras import Camera
 from wai.format.codecs import cv2
 from wai.format.conventions import CAMERA_MODELS, DEPTH_TYPE_OF_MODEL, PINHOLE, is_proper_rotation
@@ -430,7 +431,7 @@ def _decode(p: Path, ext: str, fmt: str, data: bytes | None) -> np.ndarray:
                 return arr[arr.files[0]] if arr.files else np.zeros(0)
         return arr
     if fmt == "depth":
-        d = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+        d = codecs.imread_bytes_safe(p, cv2.IMREAD_UNCHANGED, "depth")
         if d is None:
             raise WaiError("OpenCV cannot decode it (truncated or corrupt EXR)")
         return (d[..., 0] if d.ndim == 3 else d).astype(np.float32, copy=False)
@@ -525,7 +526,10 @@ def _check_file(ctx: _SceneCtx, label: str, key: str, fmt: str, rel: Any, w: Any
 
 def _read_depth_for_geometry(f: geo.FrameGeom) -> np.ndarray:
     """Re-read a depth map already checked once (resolved path); zeros if it changed size meanwhile."""
-    d = cv2.imread(str(f.depth_path), cv2.IMREAD_UNCHANGED)
+    try:
+        d = codecs.imread_bytes_safe(f.depth_path, cv2.IMREAD_UNCHANGED, "depth")
+    except WaiError:  # removed since it was checked: the file check already reported what it found
+        d = None
     if d is None:
         return np.zeros((f.camera.h, f.camera.w), dtype=np.float32)
     d = d[..., 0] if d.ndim == 3 else d
@@ -689,7 +693,10 @@ def _check_duplicate(ctx: _SceneCtx, seen: dict[bytes, tuple[str, np.ndarray | N
     dist, ang = _pose_difference(pT, T)
     if dist <= 1e-6 * max(1.0, float(np.abs(T[:3, 3]).max())) and ang <= 1e-4:
         return  # same pose, same picture: a repeated frame, not a wrong one
-    other = cv2.imread(str(ppath), cv2.IMREAD_COLOR_RGB)
+    try:
+        other = codecs.imread_bytes_safe(ppath, cv2.IMREAD_COLOR_RGB, "image")
+    except WaiError:
+        return  # unreadable: reported by that frame's own file check
     if other is None or other.shape != arr.shape or not np.array_equal(other, arr):
         return
     where = ctx.rel(rel)
