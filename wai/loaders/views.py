@@ -16,6 +16,8 @@ rigid transform to world points is one ``cv2.transform`` pass. float32 throughou
 from __future__ import annotations
 
 import math
+import sys
+import threading
 from collections import OrderedDict
 from typing import Any
 
@@ -119,12 +121,36 @@ class RayGrid:
         #: the unit rays as one tensor shared by every view of this camera (collation copies it; read-only use)
         self.unit_tensor = torch.from_numpy(self.unit)
         self.unit.flags.writeable = False
+        #: ``f0, f1`` broadcast to [H, W] (built on first ``points``) and ``f2``
+        self._full: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None
 
     def points(self, depth: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """``[H, W, 3]`` float32 camera-frame points of a cleaned depth map (0 where depth is 0), written into
-        ``out`` (C-contiguous float32 ``[H, W, 3]``) when given."""
-        z = depth if self.f2 is None else depth * self.f2
-        return _cv_into(cv2.merge([depth * self.f0, depth * self.f1, z], dst=out), out)
+        ``out`` (C-contiguous float32 ``[H, W, 3]``) when given.
+
+        The products ``depth * f`` go to per-thread scratch planes (no allocation per view) through
+        ``cv2.multiply`` against the full-size factor planes (the same IEEE products as numpy's broadcast).
+        """
+        if self._full is None:
+            shape = depth.shape
+            full = [np.ascontiguousarray(np.broadcast_to(f, shape)) for f in (self.f0, self.f1)]
+            self._full = (*full, self.f2)
+        f0, f1, f2 = self._full
+        s0, s1, s2 = _scratch_planes(depth.shape)
+        planes = [cv2.multiply(depth, f0, dst=s0), cv2.multiply(depth, f1, dst=s1),
+                  depth if f2 is None else cv2.multiply(depth, f2, dst=s2)]
+        return _cv_into(cv2.merge(planes, dst=out), out)
+
+
+_SCRATCH = threading.local()
+
+
+def _scratch_planes(shape: tuple[int, ...]) -> list[np.ndarray]:
+    """Three float32 planes of ``shape`` owned by the calling thread (contents undefined; reused per call)."""
+    cache = getattr(_SCRATCH, "planes", None)
+    if cache is None or cache[0].shape != shape:
+        cache = _SCRATCH.planes = [np.empty(shape, dtype=np.float32) for _ in range(3)]
+    return cache
 
 
 def _cv_into(result: np.ndarray, out: np.ndarray | None) -> np.ndarray:
@@ -373,13 +399,49 @@ class ViewBatch(list):
     collated: list[dict[str, Any]] | None = None
 
 
+#: ``madvise`` advice that faults a range in, writable, in one call (Linux >= 5.14).
+_MADV_POPULATE_WRITE = 23
+#: ``libc.madvise`` once looked up; False where unavailable or refused (then pages fault in on first write).
+_MADVISE: Any = None
+
+
+def _populate(ptr: int, nbytes: int) -> bool:
+    """Fault in ``nbytes`` of fresh memory at ``ptr`` before it is written (best effort; False if not done).
+
+    A fresh shared-memory batch otherwise takes one page fault per 4 KiB on first write: measured here
+    ~1.5 ms per 2.4 MB written, ~0.9 ms with the range populated in one ``madvise`` call first.
+    """
+    global _MADVISE
+    if _MADVISE is None:
+        _MADVISE = False
+        if sys.platform.startswith("linux"):
+            try:
+                import ctypes
+
+                fn = ctypes.CDLL(None, use_errno=True).madvise
+                fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+                fn.restype = ctypes.c_int
+                _MADVISE = fn
+            except (OSError, AttributeError):
+                _MADVISE = False
+    if not _MADVISE or nbytes < (1 << 16):
+        return False
+    start = ptr & ~4095
+    length = (ptr + nbytes - start + 4095) & ~4095
+    if _MADVISE(start, length, _MADV_POPULATE_WRITE) != 0:
+        _MADVISE = False  # kernel without MADV_POPULATE_WRITE (EINVAL): stop trying
+        return False
+    return True
+
+
 def _batch_empty(shape: tuple[int, ...], dtype: Any, shared: bool) -> Any:
     """An uninitialised tensor; in shared memory with ``shared`` (what ``default_collate`` allocates in a
-    DataLoader worker, so sending the batch to the main process copies nothing)."""
+    DataLoader worker, so sending the batch to the main process copies nothing), populated up front."""
     if not shared:
         return torch.empty(shape, dtype=dtype)
-    numel = math.prod(shape)
-    storage = torch.UntypedStorage._new_shared(numel * torch.empty((), dtype=dtype).element_size())
+    nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+    storage = torch.UntypedStorage._new_shared(nbytes)
+    _populate(storage.data_ptr(), nbytes)
     return torch.empty((0,), dtype=dtype).set_(storage, 0, shape)
 
 
@@ -465,8 +527,10 @@ class ViewBatchWriter:
     def samples(self) -> list[list[dict[str, Any]]]:
         """The samples written so far, as ``to_views`` returns them (tensors are slices of the batch)."""
         self._write_rays()
-        return [[{k: tens[k][b] if k in tens else host[k] for k in VIEW_KEYS if k in tens or k in host}
-                 for tens, host in zip(self.tensors, hosts)] for b, hosts in enumerate(self.hosts)]
+        n = len(self.hosts)
+        rows = [{k: v[:n].unbind(0) for k, v in tens.items()} for tens in self.tensors]
+        return [[{k: per[k][b] if k in per else host[k] for k in VIEW_KEYS if k in per or k in host}
+                 for per, host in zip(rows, hosts)] for b, hosts in enumerate(self.hosts)]
 
     def finish(self) -> ViewBatch:
         """The ``ViewBatch`` of the written samples (all ``size`` slots must be filled)."""
