@@ -5,14 +5,19 @@ Default run: a pinhole scene of 2,000 frames at 640x480 (JPEG + float16 EXR dept
 with its covisibility, loaded by ``WAIDataset`` at 518x392 with 4 views and covisibility sampling in one
 process (one DataLoader worker's worth of work). Printed as one JSON object:
 
-* ``loader_ms_per_view``: wall time of ``ds[i]`` per view, plus ``collate_views`` of the samples in batches
-  (what a DataLoader worker does);
+* ``loader_ms_per_view``: wall time per view of fetching the samples batch by batch as a DataLoader worker does
+  with a batch sampler (``ds.__getitems__(indices)``, torch's ``_MapDatasetFetcher``), then ``collate_views``;
+  ``per_sample_loader_ms_per_view`` / ``per_sample_overhead_ratio``: the same with ``ds[i]`` per sample (what a
+  DataLoader does for a dataset, or a wrapper, without ``__getitems__``), timed interleaved with it;
 * ``codec_floor_ms_per_view``: for the same views, in the same process, decode the image and the depth file
   and resize each once to the size the loader resizes to (nothing else);
 * ``overhead_ratio`` = loader / floor, and ``stages_ms_per_view``: the loader's own breakdown (metadata,
   sampling, decode, resize, geometry, normalisation, collate; ``ds.profile_stages``);
 * ``views_per_s_per_worker_reparse`` / ``speedup_vs_reparse``: the same samples with ``cache_metadata=False``
-  (``scene_meta.json`` re-read and re-parsed for every sample, as MapAnything's WAI loaders do).
+  (``scene_meta.json`` re-read and re-parsed for every sample, as MapAnything's WAI loaders do);
+* ``dataloader_1_worker_ms_per_view`` (and ``..._per_sample``): a real ``DataLoader`` with one worker process and
+  ``collate_fn=collate_views``, per view, start-up excluded. Unlike the figures above it includes handing each
+  batch to the main process through shared memory, whose fresh pages cost more than the loader itself on a VM.
 
 Building the scene is cheap: eight views are rendered and encoded once, the other frames reuse their bytes
 under new names and poses shifted by 500 m per block of eight (so depth and poses stay consistent); the
@@ -161,6 +166,37 @@ def _time_loader(ds: Any, indices: list[Any], batch: int, repeats: int,
     return best, best_stages
 
 
+class _PerSample:
+    """``ds`` without ``__getitems__``: what a DataLoader fetches from a dataset (or a wrapper) that only has
+    ``__getitem__``: one sample at a time, collated afterwards."""
+
+    def __init__(self, ds: Any) -> None:
+        self.ds = ds
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: Any) -> Any:
+        return self.ds[i]
+
+
+def _time_dataloader(ds: Any, batches: list[list[Any]], per_sample: bool) -> float:
+    """Seconds per batch of a ``DataLoader(num_workers=1, collate_fn=collate_views)`` over ``batches``, from the
+    first batch received to the last (start-up excluded): one worker's throughput, shared-memory hand-over to
+    the main process included (the single-process figures above do not have it)."""
+    import torch
+
+    from wai.loaders import collate_views
+
+    loader = torch.utils.data.DataLoader(_PerSample(ds) if per_sample else ds, batch_sampler=batches,
+                                         collate_fn=collate_views, num_workers=1)
+    it = iter(loader)
+    next(it)
+    t0 = time.perf_counter()
+    n = sum(1 for _ in it)
+    return (time.perf_counter() - t0) / max(n, 1)
+
+
 def run(quick: bool = False, n_frames: int | None = None, num_views: int = 4,
         resolution: tuple[int, int] = (518, 392), source_size: tuple[int, int] = (640, 480),
         workdir: str | Path | None = None) -> dict[str, Any]:
@@ -179,7 +215,7 @@ def run(quick: bool = False, n_frames: int | None = None, num_views: int = 4,
     malloc = keep_freed_memory()  # what WAIDataset(malloc_tuning=True) does in each DataLoader worker
     n_frames = n_frames or (400 if quick else 2000)
     samples = 12 if quick else 60
-    repeats = 2 if quick else 3
+    repeats = 3 if quick else 5
     batch = max(1, 24 // num_views)
     with tempfile.TemporaryDirectory(prefix="wai-bench-loader-", dir=workdir) as tmp:
         root = Path(tmp)
@@ -195,14 +231,20 @@ def run(quick: bool = False, n_frames: int | None = None, num_views: int = 4,
         for i in indices[:2]:  # warm the page cache and the per-process caches
             ds[i]
         picks = [(v["frame_idx"], 0) for i in indices for v in ds[i]]
-        t_floor, t_loader, stages = float("inf"), float("inf"), {}
+        t_floor, t_loader, t_single, stages = float("inf"), float("inf"), float("inf"), {}
         for _ in range(repeats):  # interleaved, best of each (the VM is shared and noisy)
             f, interp = _codec_floor(ds, scene, picks, 1)
             t, st = _time_loader(ds, indices, batch, 1)
+            t_single = min(t_single, _time_loader(ds, indices, batch, 1, batched=False)[0])
             t_floor = min(t_floor, f)
             if t < t_loader:
                 t_loader, stages = t, st
         t_reparse, _ = _time_loader(reparse, indices, batch, 1)
+        dl_batches = [indices[b : b + batch] for b in range(0, len(indices), batch)]
+        if len(dl_batches) < 4:  # --quick: enough batches for a rate
+            dl_batches = dl_batches * (4 // len(dl_batches) + 1)
+        t_dl = _time_dataloader(ds, dl_batches, per_sample=False)
+        t_dl_single = _time_dataloader(ds, dl_batches, per_sample=True)
 
     views = samples * num_views
     loader_ms = 1000 * t_loader / views
@@ -214,6 +256,10 @@ def run(quick: bool = False, n_frames: int | None = None, num_views: int = 4,
         "codec_floor_ms_per_view": round(floor_ms, 3),
         "overhead_ratio": round(loader_ms / floor_ms, 3),
         "stages_ms_per_view": {k: round(1000 * stages.get(k, 0.0) / views, 3) for k in STAGES},
+        "per_sample_loader_ms_per_view": round(1000 * t_single / views, 3),
+        "per_sample_overhead_ratio": round(t_single / t_floor, 3),
+        "dataloader_1_worker_ms_per_view": round(1000 * t_dl / (batch * num_views), 3),
+        "dataloader_1_worker_ms_per_view_per_sample": round(1000 * t_dl_single / (batch * num_views), 3),
         "views_per_s_per_worker_reparse": round(views / t_reparse, 1),
         "speedup_vs_reparse": round(t_reparse / t_loader, 2),
         "resolution": list(resolution),

@@ -378,7 +378,7 @@ def to_views(raw: list[dict[str, Any]], relative_to_first: bool, data_norm_type:
         h, w = r["depth"].shape[:2]
         layout = _pixel_layout(h, w, r.get("loss_weights") is not None)
         del layout["ray_directions_cam"]
-        tens = {k: torch.empty(shape, dtype=dt) for k, (shape, dt) in layout.items()}
+        tens = {k: _host_empty(shape, dt) for k, (shape, dt) in layout.items()}
         t = _fill_view(r, pose, norm, {k: v.numpy() for k, v in tens.items()}, times, t)
         tens["ray_directions_cam"] = ray_grid(r["camera"]).unit_tensor
         host = _host_fields(r, vi, data_norm_type)
@@ -432,6 +432,23 @@ def _populate(ptr: int, nbytes: int) -> bool:
         _MADVISE = False  # kernel without MADV_POPULATE_WRITE (EINVAL): stop trying
         return False
     return True
+
+
+#: numpy dtype of each torch dtype the layouts allocate.
+_NUMPY_DTYPES = {torch.float32: np.float32, torch.bool: np.bool_, torch.int32: np.int32}
+
+
+def _host_empty(shape: tuple[int, ...], dtype: Any) -> Any:
+    """An uninitialised CPU tensor allocated by numpy (``to_views``' per-view outputs).
+
+    Measured, not derived: with glibc's thresholds from ``wai.run.allocator`` (trim above 256 MB), per-view
+    outputs from ``torch.empty`` made the heap return memory to the kernel between batches and fault it in
+    again 4 KiB at a time (~3,000 faults, ~7 ms per view for ``ds[i]`` + ``collate_views``), and batch tensors
+    from numpy did the same in the batched path (~600 faults per view); numpy per-view arrays (what the
+    previous per-view code allocated) and ``torch.empty`` batch tensors (what ``default_collate`` allocates)
+    run without faults once warm. A trim threshold above a batch's footprint removes the dependence.
+    """
+    return torch.from_numpy(np.empty(shape, dtype=_NUMPY_DTYPES[dtype]))
 
 
 def _batch_empty(shape: tuple[int, ...], dtype: Any, shared: bool) -> Any:
