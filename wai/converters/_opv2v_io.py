@@ -281,14 +281,25 @@ def _pcd_header(path: Path) -> dict[str, str]:
 def _check_ascii_values(path: Path, body: bytes, n: int, n_fields: int) -> None:
     """Every value of an ASCII data section is a number and the section has ``n`` rows of ``n_fields``
     (Open3D reads a malformed token as garbage instead of failing); x, y, z finite and plausible."""
-    tokens = body.split()
-    if len(tokens) != n * n_fields:
-        raise layout_error(path, f"ascii data section has {len(tokens)} values; POINTS {n} x {n_fields} FIELDS "
-                                 f"= {n * n_fields} expected (a damaged row?)", key="DATA")
+    # Arrow's C++ CSV parser (pyarrow is a core dependency): strict (a malformed token or a row with another
+    # number of values is an error) and ~4x faster than numpy over 100k+ rows (29 -> ~7 ms per OPV2V scan).
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    names = [f"f{i}" for i in range(n_fields)]
     try:
-        vals = np.array(tokens, dtype=np.float64).reshape(n, n_fields)
-    except ValueError as e:
-        raise layout_error(path, f"ascii data section holds a value that is not a number ({e})", key="DATA") from e
+        table = pacsv.read_csv(
+            pa.py_buffer(body),
+            read_options=pacsv.ReadOptions(column_names=names, use_threads=False),
+            parse_options=pacsv.ParseOptions(delimiter=" "),
+            convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.float64())))
+    except (pa.ArrowInvalid, ValueError) as e:
+        raise layout_error(path, f"ascii data section is malformed ({str(e).splitlines()[0]}); expected {n} rows "
+                                 f"of {n_fields} numbers", key="DATA") from e
+    if table.num_rows != n:
+        raise layout_error(path, f"ascii data section has {table.num_rows} rows; POINTS says {n} (a damaged row?)",
+                           key="DATA")
+    vals = np.column_stack([table.column(i).to_numpy() for i in range(min(3, n_fields))]) if n else np.zeros((0, 3))
     xyz = vals[:, :3]
     if not np.isfinite(xyz).all():
         k = int(np.flatnonzero(~np.isfinite(xyz).all(axis=1))[0])
