@@ -8,7 +8,7 @@ process (one DataLoader worker's worth of work). Printed as one JSON object:
 * ``loader_ms_per_view``: wall time per view of fetching the samples batch by batch as a DataLoader worker does
   with a batch sampler (``ds.__getitems__(indices)``, torch's ``_MapDatasetFetcher``), then ``collate_views``;
   ``per_sample_loader_ms_per_view`` / ``per_sample_overhead_ratio``: the same with ``ds[i]`` per sample (what a
-  DataLoader does for a dataset, or a wrapper, without ``__getitems__``), timed after it (best of as many runs);
+  DataLoader does for a dataset, or a wrapper, without ``__getitems__``), best of as many runs, after them;
 * ``codec_floor_ms_per_view``: for the same views, in the same process, decode the image and the depth file
   and resize each once to the size the loader resizes to (nothing else);
 * ``overhead_ratio`` = loader / floor, and ``stages_ms_per_view``: the loader's own breakdown (metadata,
@@ -181,20 +181,25 @@ class _PerSample:
 
 
 def _time_dataloader(ds: Any, batches: list[list[Any]], per_sample: bool) -> float:
-    """Seconds per batch of a ``DataLoader(num_workers=1, collate_fn=collate_views)`` over ``batches``, from the
-    first batch received to the last (start-up excluded): one worker's throughput, shared-memory hand-over to
-    the main process included (the single-process figures above do not have it)."""
+    """Seconds per batch of a ``DataLoader(num_workers=1, collate_fn=collate_views)`` over ``batches``: the median
+    gap between batches received after the first two (start-up excluded), i.e. one worker's throughput with the
+    shared-memory hand-over to the main process included (the single-process figures above do not have it)."""
     import torch
 
     from wai.loaders import collate_views
 
+    # spawn: a forked worker would inherit this process's heap (kept mapped by the malloc tuning above) and pay
+    # a copy-on-write fault for every page it reuses; a training process does not load data itself
     loader = torch.utils.data.DataLoader(_PerSample(ds) if per_sample else ds, batch_sampler=batches,
-                                         collate_fn=collate_views, num_workers=1)
-    it = iter(loader)
-    next(it)
-    t0 = time.perf_counter()
-    n = sum(1 for _ in it)
-    return (time.perf_counter() - t0) / max(n, 1)
+                                         collate_fn=collate_views, num_workers=1, multiprocessing_context="spawn")
+    gaps = []
+    t0 = None
+    for k, _ in enumerate(loader):
+        t1 = time.perf_counter()
+        if k >= 2:  # the worker's start-up and first batches (fresh heap) excluded
+            gaps.append(t1 - t0)
+        t0 = t1
+    return float(np.median(gaps))
 
 
 def run(quick: bool = False, n_frames: int | None = None, num_views: int = 4,
@@ -208,11 +213,11 @@ def run(quick: bool = False, n_frames: int | None = None, num_views: int = 4,
 
     # One DataLoader worker's conditions: torch runs workers single-threaded, WAIDataset sets OpenCV to one
     # thread and keeps freed buffers in workers; the codec floor below runs under the same settings.
-    from wai.run.allocator import keep_freed_memory
+    from wai.loaders.dataset import tune_worker_malloc
 
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
-    malloc = keep_freed_memory()  # what WAIDataset(malloc_tuning=True) does in each DataLoader worker
+    malloc = tune_worker_malloc()  # what WAIDataset(malloc_tuning=True) does in each DataLoader worker
     n_frames = n_frames or (400 if quick else 2000)
     samples = 12 if quick else 60
     repeats = 3 if quick else 5
@@ -238,13 +243,10 @@ def run(quick: bool = False, n_frames: int | None = None, num_views: int = 4,
             t_floor = min(t_floor, f)
             if t < t_loader:
                 t_loader, stages = t, st
-        # after the main figures: the per-sample path allocates differently, and interleaving the two makes
-        # glibc return memory to the kernel between batches (page faults in both paths)
         t_single, _ = _time_loader(ds, indices, batch, repeats, batched=False)
         t_reparse, _ = _time_loader(reparse, indices, batch, 1)
         dl_batches = [indices[b : b + batch] for b in range(0, len(indices), batch)]
-        if len(dl_batches) < 4:  # --quick: enough batches for a rate
-            dl_batches = dl_batches * (4 // len(dl_batches) + 1)
+        dl_batches = (dl_batches * (12 // len(dl_batches) + 1))[: max(12, len(dl_batches))]
         t_dl = _time_dataloader(ds, dl_batches, per_sample=False)
         t_dl_single = _time_dataloader(ds, dl_batches, per_sample=True)
 

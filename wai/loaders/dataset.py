@@ -203,6 +203,39 @@ def frame_pose(scene: Scene, i: int) -> np.ndarray:
     return T
 
 
+#: glibc's trim threshold in loader processes (the largest ``mallopt`` accepts, ~2 GiB): see ``tune_worker_malloc``.
+LOADER_TRIM_THRESHOLD = (1 << 31) - 1
+_TRIM_SET: bool | None = None
+
+
+def tune_worker_malloc() -> bool:
+    """What a DataLoader worker of ``WAIDataset(malloc_tuning=True)`` does to glibc: ``keep_freed_memory``, and a
+    trim threshold above a batch's footprint (``LOADER_TRIM_THRESHOLD``). True when both are in effect.
+
+    A batch frees ~11.6 MB per view at once (24 views: ~280 MB of batch tensors, ~500 MB on the per-sample
+    path), more than ``wai.run.allocator``'s 256 MB trim threshold: glibc then returned it to the kernel after
+    every batch and the next batch faulted it in again, 4 KiB at a time (measured: ~1,400-2,900 faults and
+    +2-7 ms per view, depending on how allocations happened to fall). The worker's heap now stays at the size
+    it reaches every batch anyway.
+    """
+    global _TRIM_SET
+    from wai.run.allocator import M_TRIM_THRESHOLD, keep_freed_memory
+
+    if not keep_freed_memory():
+        return False
+    if _TRIM_SET is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+            mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+            _TRIM_SET = bool(mallopt(M_TRIM_THRESHOLD, LOADER_TRIM_THRESHOLD))
+        except (OSError, AttributeError):
+            _TRIM_SET = False
+    return _TRIM_SET
+
+
 #: True in a process forked from the one that imported this module (DataLoader workers under "fork").
 _FORKED = False
 
@@ -246,7 +279,7 @@ class WAIDataset(torch.utils.data.Dataset):
     ``wai-convert frame-tables``; ``json``; ``reparse``: MapAnything's parse-per-sample), ``cache_metadata``
     (True; False means ``metadata="reparse"``), ``max_retries`` (0: errors propagate), ``worker_threads``
     (OpenCV threads in DataLoader workers, 1), ``malloc_tuning`` (True: DataLoader workers keep freed
-    buffers, ``wai.run.allocator``; saves the page faults of ~15 MB of per-view arrays).
+    buffers and batches, ``tune_worker_malloc``; saves the page faults of ~12 MB of outputs per view).
 
     MapAnything's dataset keywords are accepted too, so one of its config lines can point here unchanged:
     ``ROOT`` (= roots), ``dataset_metadata_dir`` (= metadata_dir), ``variable_num_views`` (``num_views=N`` becomes
@@ -857,9 +890,7 @@ class WAIDataset(torch.utils.data.Dataset):
             # spawned workers start fresh; a forked one keeps the count its parent set in __init__ (see there)
             codecs.cv2.setNumThreads(int(self.worker_threads))
         if self.malloc_tuning:
-            from wai.run.allocator import keep_freed_memory
-
-            keep_freed_memory()
+            tune_worker_malloc()
 
     def load_raw(self, sample_idx: int, num_views: int, resolution: tuple[int, int], rng: np.random.Generator,
                  resolution_idx: int = 0) -> list[dict[str, Any]]:
@@ -1036,5 +1067,5 @@ def random_walk(covis: np.ndarray, k: int, thres: float, rng: np.random.Generato
     return best
 
 
-__all__ = ["LABEL_WEIGHT_PRESETS", "RESOLUTION_PRESETS", "WAIDataset", "frame_camera", "frame_pose",
-           "parse_resolutions", "random_walk"]
+__all__ = ["LABEL_WEIGHT_PRESETS", "LOADER_TRIM_THRESHOLD", "RESOLUTION_PRESETS", "WAIDataset", "frame_camera",
+           "frame_pose", "parse_resolutions", "random_walk", "tune_worker_malloc"]

@@ -460,14 +460,10 @@ _NUMPY_DTYPES = {torch.float32: np.float32, torch.bool: np.bool_, torch.int32: n
 
 
 def _host_empty(shape: tuple[int, ...], dtype: Any) -> Any:
-    """An uninitialised CPU tensor allocated by numpy (``to_views``' per-view outputs).
-
-    Measured, not derived: with glibc's thresholds from ``wai.run.allocator`` (trim above 256 MB), per-view
-    outputs from ``torch.empty`` made the heap return memory to the kernel between batches and fault it in
-    again 4 KiB at a time (~3,000 faults, ~7 ms per view for ``ds[i]`` + ``collate_views``), and batch tensors
-    from numpy did the same in the batched path (~600 faults per view); numpy per-view arrays (what the
-    previous per-view code allocated) and ``torch.empty`` batch tensors (what ``default_collate`` allocates)
-    run without faults once warm. A trim threshold above a batch's footprint removes the dependence.
+    """An uninitialised CPU tensor allocated by numpy (``to_views``' per-view outputs, as the per-view code
+    before it allocated them). Under glibc's default 256 MB trim threshold, ``torch.empty`` here was measured to
+    make ``ds[i]`` + ``collate_views`` fault its memory in again every batch (~3,000 faults, +7 ms per view);
+    ``wai.loaders.dataset.tune_worker_malloc`` raises the threshold in workers, which removes that dependence.
     """
     return torch.from_numpy(np.empty(shape, dtype=_NUMPY_DTYPES[dtype]))
 
