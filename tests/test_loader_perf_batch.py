@@ -20,6 +20,7 @@ from wai.loaders.views import (  # noqa: E402
     _cv_into,
     geometry_into,
     ray_grid,
+    to_views_batch,
     view_geometry,
 )
 from wai.synthetic.scenes import write_street_dataset  # noqa: E402
@@ -80,6 +81,8 @@ def test_getitems_equals_getitem_then_collate(pin_root, case):
     collated = collate_views(batch)
     _same(collated, collate_views(ref), "collate_views")
     _same(torch.utils.data.default_collate(batch), collated, "default_collate")
+    raws = [ds._raw_sample(i) for i in idx]
+    _same(collate_views(to_views_batch(raws, ds.relative_to_first, ds.data_norm_type)), collated, "to_views_batch")
     assert collated[0]["pts3d"].shape == (3, 28 if case != "labels_masks_maxdepth_relative" else 32,
                                           42 if case != "labels_masks_maxdepth_relative" else 48, 3)
 

@@ -22,6 +22,7 @@ _LAZY: dict[str, str] = {
     "DATA_NORM_TYPES": "wai.loaders.views",
     "CAMERA_MODEL_IDS": "wai.loaders.views",
     "collate_views": "wai.loaders.views",
+    "ViewBatch": "wai.loaders.views",
     "LoaderConfigError": "wai.loaders.errors",
     "compute_covisibility": "wai.loaders.covisibility",
     "write_covisibility": "wai.loaders.covisibility",

@@ -11,6 +11,10 @@ Speed: a camera's rays are separable, ``ray[h, w] = a[h] * (col[w] + row[h])`` w
 ``row = (0, t, 0)``, ``a = 1/sqrt(1 + t^2)``), so camera points are three products of the depth with cached
 factor planes; unit rays and the range per unit depth are cached per camera (a few entries per process); the
 rigid transform to world points is one ``cv2.transform`` pass. float32 throughout, no ``numpy.linalg.norm``.
+
+Batches: ``ViewBatchWriter`` writes each view straight into per-view ``[B, ...]`` batch tensors (what
+``WAIDataset.__getitems__`` uses), so collation copies nothing; ``to_views`` (``ds[i]``) writes into per-view
+arrays through the same kernels (``geometry_into``, the normaliser), so both give the same values bit for bit.
 """
 
 from __future__ import annotations
@@ -183,8 +187,8 @@ def ray_grid(cam: Camera) -> RayGrid:
 def geometry_into(cam: Camera, depth: np.ndarray, cam_to_world: np.ndarray, depth_out: np.ndarray,
                   pts_cam_out: np.ndarray, pts_out: np.ndarray, range_out: np.ndarray, valid_out: np.ndarray,
                   non_ambiguous_out: np.ndarray | None = None) -> None:
-    """Write one view's geometry into preallocated C-contiguous arrays (no temporaries beyond two depth-sized
-    products for the camera points).
+    """Write one view's geometry into preallocated C-contiguous arrays (nothing allocated per view on clean
+    depth; the camera points' products go to per-thread scratch planes).
 
     ``depth`` [H, W] is the camera model's depth in metres (0 = no data, negative = ambiguous, non-finite = no
     data; any layout, cast to float32); ``cam_to_world`` 4x4 (OpenCV, metres). Outputs, all [H, W] or
@@ -399,12 +403,9 @@ class ViewBatch(list):
     collated: list[dict[str, Any]] | None = None
 
 
-#: ``madvise`` advice: back a range with transparent huge pages where possible / fault it in, writable, in
-#: one call (Linux >= 5.14).
-_MADV_HUGEPAGE = 14
+#: ``madvise`` advice: fault a range in, writable, in one call (Linux >= 5.14).
 _MADV_POPULATE_WRITE = 23
-_HUGE = 2 << 20
-#: ``libc.madvise`` once looked up; False where unavailable (then both advices are skipped).
+#: ``libc.madvise`` once looked up; False where unavailable (then the advice is skipped).
 _MADVISE: Any = None
 #: advices the kernel refused once (EINVAL on an older kernel): not tried again
 _REFUSED: set[int] = set()
@@ -428,7 +429,11 @@ def _madvise(start: int, end: int, advice: int) -> bool:
     if not _MADVISE or advice in _REFUSED or end <= start:
         return False
     if _MADVISE(start, end - start, advice) != 0:
-        _REFUSED.add(advice)
+        import ctypes
+        import errno
+
+        if ctypes.get_errno() == errno.EINVAL:  # advice unknown to this kernel
+            _REFUSED.add(advice)
         return False
     return True
 
@@ -442,17 +447,6 @@ def _populate(ptr: int, nbytes: int) -> bool:
     if nbytes < (1 << 16):
         return False
     return _madvise(ptr & ~4095, (ptr + nbytes + 4095) & ~4095, _MADV_POPULATE_WRITE)
-
-
-def _huge_pages(ptr: int, nbytes: int) -> bool:
-    """Ask for transparent huge pages over the whole 2 MiB pages inside ``[ptr, ptr + nbytes)`` (best effort).
-
-    Where THP is ``madvise``-only, a batch's ~11.6 MB per view otherwise sits on 4 KiB pages: writing it walks
-    ~2,900 pages per view, which also evicts the decoder's translations from the TLB (expensive under a
-    hypervisor's nested paging). Measured here: 3-5 % off the batched loader's time per view. Advisory only
-    (contents and ownership unchanged); a no-op where THP is ``always`` or ``never``.
-    """
-    return _madvise((ptr + _HUGE - 1) & ~(_HUGE - 1), (ptr + nbytes) & ~(_HUGE - 1), _MADV_HUGEPAGE)
 
 
 #: numpy dtype of each torch dtype the layouts allocate.
@@ -471,11 +465,9 @@ def _host_empty(shape: tuple[int, ...], dtype: Any) -> Any:
 def _batch_empty(shape: tuple[int, ...], dtype: Any, shared: bool) -> Any:
     """An uninitialised tensor; in shared memory with ``shared`` (what ``default_collate`` allocates in a
     DataLoader worker, so sending the batch to the main process copies nothing), populated up front;
-    otherwise from ``torch.empty``, advised onto huge pages."""
+    otherwise from ``torch.empty`` (what ``default_collate`` allocates in the main process)."""
     if not shared:
-        t = torch.empty(shape, dtype=dtype)
-        _huge_pages(t.data_ptr(), t.untyped_storage().nbytes())
-        return t
+        return torch.empty(shape, dtype=dtype)
     nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
     storage = torch.UntypedStorage._new_shared(nbytes)
     _populate(storage.data_ptr(), nbytes)
@@ -539,9 +531,8 @@ class ViewBatchWriter:
         self.hosts.append(hosts)
 
     def _write_rays(self) -> None:
-        """Copy the unit rays of the written slots, camera by camera: one camera's cached rays stay in the CPU
-        cache across its copies, which then cost about a plain write each (copied per view, interleaved with
-        the other outputs, they are read back from memory every time)."""
+        """Copy the unit rays of the written slots, camera by camera, back to back (one camera's cached rays
+        are read from the CPU cache after the first copy instead of from memory between other outputs)."""
         import time
 
         if not self._rays:
@@ -677,7 +668,8 @@ def collate_views(batch: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
 
     Same result as torch's ``default_collate`` (what MapAnything's DataLoader uses): strings become lists,
     bools/ints tensors, ``idx`` a list of three int64 tensors. Every sample must have the same number of views
-    and the same resolution (``ViewBatchSampler`` guarantees both).
+    and the same resolution (``ViewBatchSampler`` guarantees both). A ``ViewBatch`` (``WAIDataset.__getitems__``)
+    is already collated: its batch tensors are returned as they are, not copied.
     """
     from wai.loaders.errors import LoaderConfigError
 
