@@ -213,7 +213,10 @@ def run(quick: bool = False, n_frames: int | None = None, num_views: int = 4,
 
     # One DataLoader worker's conditions: torch runs workers single-threaded, WAIDataset sets OpenCV to one
     # thread and keeps freed buffers in workers; the codec floor below runs under the same settings.
-    from wai.loaders.dataset import tune_worker_malloc
+    try:
+        from wai.loaders.dataset import tune_worker_malloc
+    except ImportError:  # an older wai (to compare against): its workers only kept freed buffers
+        from wai.run.allocator import keep_freed_memory as tune_worker_malloc
 
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
