@@ -175,3 +175,41 @@ def test_train_ddp_help_does_not_import_torch():
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO, env=env)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr
+
+
+def _rename_frame_files(scene: Path, stem: bytes) -> None:
+    """Give frame 0's image and depth files the non-UTF-8 name ``stem`` (bytes) and point scene_meta.json at it
+    (JSON holds the undecodable byte as the surrogate escape Python's os functions map back to it)."""
+    meta = json.loads((scene / "scene_meta.json").read_text())
+    fr = meta["frames"][0]
+    for key in ("image", "depth"):
+        old = scene / fr[key]
+        new_rel = os.fsdecode(os.path.dirname(os.fsencode(fr[key])) + b"/" + stem + os.fsencode(old.suffix))
+        os.rename(old, scene / new_rel)
+        fr[key] = new_rel
+    fr["file_path"] = fr["image"]
+    (scene / "scene_meta.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX byte file names")
+def test_non_utf8_frame_file_names_load_like_any_other(tmp_path):
+    # cv2.imread(str) cannot take a name with undecodable bytes (the hot path used it); the loader reads such
+    # files through Python's byte-safe file API instead, with the same values
+    root = tmp_path / "root"
+    scene = _scene(root)
+    ref = WAIDataset(root, **KW)[0]
+    _rename_frame_files(scene, b"fr\xff\xfe0")
+    assert not (scene / "images").joinpath("fr\udcff\udcfe0.jpg").name.isascii()
+    got = WAIDataset(root, **KW)[0]
+    for a, b in zip(ref, got):
+        for k in ("img", "depthmap", "pts3d"):
+            assert torch.equal(a[k], b[k]), k
+
+
+def test_corrupt_frame_file_is_named_not_a_crash(tmp_path):
+    root = tmp_path / "root"
+    scene = _scene(root)
+    fr = json.loads((scene / "scene_meta.json").read_text())["frames"][0]
+    (scene / fr["depth"]).write_bytes(b"\x76\x2f\x31\x01" + b"\x00" * 64)  # EXR magic, then garbage
+    with pytest.raises(SchemaError, match=rf"{fr['depth'].split('/')[-1]}: could not decode depth"):
+        WAIDataset(root, **KW)[0]

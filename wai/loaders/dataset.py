@@ -79,6 +79,21 @@ _IMREAD_FLAGS = {"image": codecs.cv2.IMREAD_COLOR_RGB, "depth": codecs.cv2.IMREA
 _CAMERA_MODEL_RE = re.compile(rb'"camera_model"\s*:\s*"([A-Za-z_]+)"')
 
 
+def _imread(path: str, flags: int, what: str) -> np.ndarray | None:
+    """Decode the file at ``path``, or None when OpenCV cannot (corrupt, wrong format).
+
+    ``cv2.imread`` takes the path as UTF-8 and cannot open a name with undecodable bytes (Python holds them as
+    surrogate escapes); any non-ASCII path is therefore read by Python (``codecs.imread_bytes_safe``) and
+    decoded from memory, the same pixels. A missing file raises ``SceneNotFoundError`` there.
+    """
+    if not path.isascii():
+        return codecs.imread_bytes_safe(path, flags, what)
+    try:
+        return codecs.cv2.imread(path, flags)
+    except codecs.cv2.error:  # OpenCV raises (instead of returning None) on some malformed headers
+        return None
+
+
 def _is_seq(x: Any) -> bool:
     """A list/tuple or another sequence (e.g. OmegaConf's ListConfig from a hydra config), not a string."""
     return isinstance(x, Sequence) and not isinstance(x, (str, bytes))
@@ -198,7 +213,7 @@ def frame_pose(scene: Scene, i: int) -> np.ndarray:
             scene.frames[i]["transform_matrix"], dtype=np.float64)
     except (KeyError, TypeError, ValueError) as e:
         raise SchemaError(f"{scene.path / SCENE_META} [frames[{i}].transform_matrix]: not a 4x4 matrix ({e})") from e
-    if T.shape != (4, 4) or not np.all(np.isfinite(T)):
+    if T.shape != (4, 4) or not np.isfinite(T).all():
         raise SchemaError(f"{scene.path / SCENE_META} [frames[{i}].transform_matrix]: expected a finite 4x4 matrix")
     return T
 
@@ -773,7 +788,7 @@ class WAIDataset(torch.utils.data.Dataset):
         if flags is None:
             arr = codecs.decode(path, fmt)
         else:  # the codecs' readers without their extra stat (the path was just checked)
-            arr = codecs.cv2.imread(path, flags)
+            arr = _imread(path, flags, name)
             if arr is None:
                 if not os.path.isfile(path):
                     raise SceneNotFoundError(f"missing {name} file: {path} ({scene.path / SCENE_META} [frames[{i}]])")

@@ -70,23 +70,27 @@ def normalize_data_norm_type(name: str) -> str:
 
 
 def rotation_to_quat_xyzw(R: np.ndarray) -> np.ndarray:
-    """Unit quaternion (x, y, z, w), w >= 0, of a proper 3x3 rotation."""
-    R = np.asarray(R, dtype=np.float64)
-    tr = np.trace(R)
+    """Unit quaternion (x, y, z, w), w >= 0, of a proper 3x3 rotation (float64 [4]).
+
+    Shepperd's method on Python floats: a per-view call, where numpy's per-element indexing cost more than the
+    arithmetic."""
+    m = np.asarray(R, dtype=np.float64).tolist()
+    tr = m[0][0] + m[1][1] + m[2][2]
     if tr > 0:
-        s = 2.0 * np.sqrt(tr + 1.0)
-        q = [(R[2, 1] - R[1, 2]) / s, (R[0, 2] - R[2, 0]) / s, (R[1, 0] - R[0, 1]) / s, 0.25 * s]
+        s = 2.0 * math.sqrt(tr + 1.0)
+        q = [(m[2][1] - m[1][2]) / s, (m[0][2] - m[2][0]) / s, (m[1][0] - m[0][1]) / s, 0.25 * s]
     else:
-        i = int(np.argmax(np.diag(R)))
+        diag = (m[0][0], m[1][1], m[2][2])
+        i = diag.index(max(diag))
         j, k = (i + 1) % 3, (i + 2) % 3
-        s = 2.0 * np.sqrt(1.0 + R[i, i] - R[j, j] - R[k, k])
-        q = [0.0, 0.0, 0.0, (R[k, j] - R[j, k]) / s]
+        s = 2.0 * math.sqrt(1.0 + m[i][i] - m[j][j] - m[k][k])
+        q = [0.0, 0.0, 0.0, (m[k][j] - m[j][k]) / s]
         q[i] = 0.25 * s
-        q[j] = (R[j, i] + R[i, j]) / s
-        q[k] = (R[k, i] + R[i, k]) / s
-    q = np.asarray(q)
-    q /= np.sqrt(float(q @ q))
-    return -q if q[3] < 0 else q
+        q[j] = (m[j][i] + m[i][j]) / s
+        q[k] = (m[k][i] + m[i][k]) / s
+    n = math.sqrt(sum(v * v for v in q))
+    sign = -1.0 if q[3] < 0 else 1.0
+    return np.array([sign * v / n for v in q])
 
 
 class RayGrid:
