@@ -210,6 +210,21 @@ class DropsScene001(SyntheticConverter):
         return {"note": "every frame dropped"}
 
 
+class DropsOneFrame(SyntheticConverter):
+    """Converts every scene and drops one extra frame of ``scene_000`` as ``too_dark``; leaves source scene
+    ``scene_999`` out on purpose."""
+
+    def iter_scenes(self):  # type: ignore[no-untyped-def]
+        self.skip_scene("scene_999", "viewpoint_quality_score 0.1 < --min-quality 0.5")
+        return super().iter_scenes()
+
+    def convert_scene(self, scene: SceneRef, writer: SceneWriter) -> dict[str, object]:
+        if scene.name == "scene_000":
+            cam = self._cameras(scene)[0][1]
+            writer.drop_frame("extra_dark", "too_dark", cam.w, cam.h)
+        return super().convert_scene(scene, writer)
+
+
 class Silent(DropsScene001):
     SILENT = True
 
@@ -310,3 +325,26 @@ def test_cli_empty_scene_exits_0_and_is_listed(raw3: Path, tmp_path: Path, monke
         second.output)
     assert "EMPTY scene_001: 3 frame(s) dropped (too_dark: 2, no_pose: 1), no scene written; known from an " \
            "earlier run, --overwrite retries it" in second.output
+
+
+def test_cli_summary_names_drop_reasons_and_skipped_source_scenes(raw3: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # a run that drops frames inside converted scenes, or leaves source scenes out, says why on the terminal
+    from wai import converters
+
+    monkeypatch.setitem(converters.REGISTRY, "dropone", converters.Entry(f"{__name__}:DropsOneFrame", "test"))
+    out = tmp_path / "o"
+    res = CliRunner().invoke(convert_main, ["dropone", "-i", str(raw3), "-o", str(out), "-q", "-j", "1"])
+    assert res.exit_code == 0, res.output
+    assert "3 scene(s) converted (9 frames, 1 dropped)" in res.output
+    assert f"  dropped frames in converted scenes: too_dark: 1 (frame by frame: {out}/_meta/coverage.parquet" \
+        in res.output
+    assert "  SKIPPED scene_999: viewpoint_quality_score 0.1 < --min-quality 0.5\n" in res.output
+    m = _manifest(out)
+    assert m["drop_reasons"] == {"too_dark": 1}
+    assert m["scenes_skipped_by_converter"] == {"scene_999": "viewpoint_quality_score 0.1 < --min-quality 0.5"}
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(out / "_meta" / "coverage.parquet").to_pylist()
+    assert [(r["scene"], r["frame"], r["drop_reason"]) for r in rows if not r["selected"]] == [
+        ("scene_000", "extra_dark", "too_dark")]

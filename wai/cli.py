@@ -198,6 +198,20 @@ def _make_source_command(name: str) -> click.Command:
         click.echo(f"{name}: {len(done)} scene(s) converted ({sum(r.n_frames for r in done)} frames, "
                    f"{sum(r.n_dropped for r in done)} dropped), {len(empty)} empty (every frame dropped), "
                    f"{len(complete)} already complete, {len(result.failed)} failed -> {output}")
+        dropped: dict[str, int] = {}
+        for r in done:
+            for reason, n in r.drop_reasons.items():
+                dropped[reason] = dropped.get(reason, 0) + n
+        if dropped:
+            click.echo(f"  dropped frames in converted scenes: {format_counts(dropped)} (frame by frame: "
+                       f"{output}/_meta/coverage.parquet, or `wai-report {output}`)")
+        skipped_src = sorted(conv.skipped_scenes.items())
+        for scene_name, why in skipped_src[:MAX_LISTED]:
+            click.echo(f"  SKIPPED {scene_name}: {why}")
+        if skipped_src:
+            more = f"{len(skipped_src) - MAX_LISTED} more; " if len(skipped_src) > MAX_LISTED else ""
+            click.echo(f"  ({more}source scenes left out by the options; all are in {output}/_meta/manifest.json, "
+                       "scenes_skipped_by_converter)")
         for r in empty[:MAX_LISTED]:
             again = "" if r.status == "empty" else "; known from an earlier run, --overwrite retries it"
             click.echo(f"  EMPTY {r.name}: {r.n_dropped} frame(s) dropped ({format_counts(r.drop_reasons)}), "
