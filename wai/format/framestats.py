@@ -76,8 +76,9 @@ def depth_stats(depth: np.ndarray | None, precision: str = "float32") -> dict[st
         k = (n - 1) // 2
         mids = np.partition(v, k)[k : k + 1] if n % 2 else np.partition(v, [k, k + 1])[k : k + 2]
         ext = np.array([v.min(), v.max()], dtype=np.float32)
-        if half:
-            mids, ext = (a.astype(np.float16).astype(np.float32) for a in (mids, ext))
+        if half:  # above 65504 a half holds inf (the writer refuses such maps; stats still describe them)
+            with np.errstate(over="ignore"):
+                mids, ext = (a.astype(np.float16).astype(np.float32) for a in (mids, ext))
         lo, hi = ext
     return {
         "valid_depth_ratio": float(n / d.size),
