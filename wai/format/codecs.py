@@ -142,7 +142,8 @@ def imdecode(buf: np.ndarray | bytes, flags: int) -> np.ndarray | None:
     if arr.size == 0:
         return None
     try:
-        return cv2.imdecode(arr, flags)
+        # the stored pixel grid, whatever an EXIF orientation tag says (see wai.format.exif)
+        return cv2.imdecode(arr, flags | cv2.IMREAD_IGNORE_ORIENTATION)
     except cv2.error:  # OpenCV raises (instead of returning None) on some malformed headers
         return None
 

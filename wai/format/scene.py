@@ -11,6 +11,7 @@ names, ``<name>_fname`` keys) and cache parsed metadata per process, keyed by fi
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -26,7 +27,7 @@ import numpy as np
 
 from wai import FORMAT_VERSION, WAI_VERSION
 from wai.errors import NotOursError, SceneNotFoundError, SchemaError
-from wai.format import atomic, codecs
+from wai.format import atomic, codecs, exif
 from wai.format.cameras import Camera
 from wai.format.conventions import (
     CAMERA_CONVENTION,
@@ -39,6 +40,8 @@ from wai.format.framestats import depth_stats, empty_row, label_ratios
 from wai.format.frametable import FRAME_TABLE, write_frame_table
 from wai.format.paths import read_json, resolve_inside
 from wai.format.schema import NAME_PATTERN, Frame, ModalitySpec, SceneMeta
+
+logger = logging.getLogger(__name__)
 
 SCENE_META = "scene_meta.json"
 PROCESS_LOG = "_process_log.json"
@@ -205,6 +208,8 @@ class SceneWriter:
         self._discard = False
         #: Small JSON-able summary of the scene (e.g. sampling counts), stored in ``_process_log.json``.
         self.summary: dict[str, Any] = {}
+        #: Copied source images whose EXIF orientation block was dropped (see ``wai.format.exif``).
+        self.exif_orientation_removed = 0
         #: Called after every written or dropped frame (progress bars).
         self.on_frame: Callable[[], None] | None = None
 
@@ -305,7 +310,12 @@ class SceneWriter:
             if ext not in (".jpg", ".jpeg", ".png"):
                 raise SchemaError(f"{src}: image must be .jpg or .png to be copied")
             img_rel = self._path("image", frame_name, ".jpg" if ext == ".jpeg" else ext)
-            atomic.copy_file(src, self.dir / img_rel)
+            # an EXIF orientation would make orientation-honouring readers (MapAnything's cv2.imread) turn the
+            # image away from its calibration: dropped from the copy, pixels untouched (wai.format.exif)
+            data, n_exif = exif.without_orientation(codecs.read_file_bytes(src, "image").tobytes())
+            if n_exif:
+                self.exif_orientation_removed += 1
+            atomic.write_bytes(self.dir / img_rel, data)
         else:
             if image.shape[:2] != hw:
                 raise SchemaError(f"frame {frame_name}: image {image.shape[:2]} != camera (h, w) {hw}")
@@ -403,6 +413,11 @@ class SceneWriter:
         meta_dict = meta.to_dict()
         atomic.write_json(self.dir / SCENE_META, meta_dict)
         write_frame_table(self.dir, meta_dict)  # derived from scene_meta.json, after it (its fingerprint)
+        if self.exif_orientation_removed:
+            self.summary = {**self.summary, "exif_orientation_removed": self.exif_orientation_removed}
+            logger.warning("scene %s: %d copied image(s) carried an EXIF orientation; written without it (wai's "
+                           "pixels are the stored grid the calibration refers to)", self.scene_name,
+                           self.exif_orientation_removed)
         set_process_state(self.dir, FINISHED, f"{len(self._s.frames)} frames written", summary=self.summary)
 
 

@@ -75,7 +75,9 @@ _VEHICLES = ("car", "truck", "bus", "caravan", "trailer", "train", "motorcycle",
 LABEL_WEIGHT_PRESETS: dict[str, dict[str, float]] = {
     "kitti360": {"building": 2.0, "window": 2.0, "road": 0.7, "sky": 0.2, **{v: 0.5 for v in _VEHICLES}},
 }
-_IMREAD_FLAGS = {"image": codecs.cv2.IMREAD_COLOR_RGB, "depth": codecs.cv2.IMREAD_UNCHANGED}
+#: the stored pixel grid, whatever an EXIF orientation tag says (``wai.format.exif``), as ``codecs.imdecode``
+_IMREAD_FLAGS = {"image": codecs.cv2.IMREAD_COLOR_RGB | codecs.cv2.IMREAD_IGNORE_ORIENTATION,
+                 "depth": codecs.cv2.IMREAD_UNCHANGED}
 _CAMERA_MODEL_RE = re.compile(rb'"camera_model"\s*:\s*"([A-Za-z_]+)"')
 
 

@@ -33,6 +33,7 @@ import numpy as np
 from wai.format.cameras import Camera
 from wai.format.codecs import cv2
 from wai.format.conventions import invert_pose, make_pose, qvec_to_rotmat, rotmat_to_qvec
+from wai.synthetic.exif_blocks import exif_tiff, jpeg_with_exif
 from wai.synthetic.raw_synthetic import FakeInfo
 from wai.synthetic.world import BUILDING_LINE, World, look_at
 
@@ -94,6 +95,14 @@ def _colmap_cameras(pycolmap: Any, w: int, h: int, real_shapes: bool = False) ->
         cu = pycolmap.Camera.create_from_model_name(0, "PINHOLE", 1.0, w, h)
     cu.params = und
     return cd, cu
+
+
+def _write_jpeg(path: Path, rgb: np.ndarray) -> None:
+    """JPEG quality 95 with the camera's EXIF block (orientation 1) after SOI."""
+    ok, buf = cv2.imencode(".jpg", rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
+    if not ok:
+        raise RuntimeError(f"cannot encode {path}")
+    path.write_bytes(jpeg_with_exif(buf.tobytes(), exif_tiff(orientation=1)))
 
 
 def _pinhole(cu: Any) -> Camera:
@@ -269,11 +278,10 @@ def make_fake(root: str | Path, n_scenes: int = 2, n_images: int = 3, w: int = 2
             (sd / "masks_for_images/dslr_images").mkdir(parents=True, exist_ok=True)
         for i, c2w in enumerate(c2ws):
             rend = world.render(cam, c2w)
-            cv2.imwrite(str(sd / "images/dslr_images_undistorted" / f"{names[i]}.JPG"), rend["rgb"][..., ::-1],
-                        [cv2.IMWRITE_JPEG_QUALITY, 95])
+            # the DSLR's EXIF block (make, model, orientation 1), as the real JPEGs carry one
+            _write_jpeg(sd / "images/dslr_images_undistorted" / f"{names[i]}.JPG", rend["rgb"])
             rgb_d, z_d = _render_distorted(world, cd, c2w)
-            cv2.imwrite(str(sd / "images/dslr_images" / f"{names[i]}.JPG"), rgb_d[..., ::-1],
-                        [cv2.IMWRITE_JPEG_QUALITY, 95])
+            _write_jpeg(sd / "images/dslr_images" / f"{names[i]}.JPG", rgb_d)
             if training:
                 mask = np.zeros((h, w), dtype=np.uint8)
                 x0, y0 = int(rng.integers(0, w // 2)), int(rng.integers(0, h // 2))

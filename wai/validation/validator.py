@@ -22,7 +22,7 @@ import numpy as np
 
 from wai import FORMAT_VERSION, WAI_VERSION
 from wai.errors import PathEscapeError, SceneNotFoundError, WaiError
-from wai.format import codecs
+from wai.format import codecs, exif
 from wai.format.cameras import Camera
 from wai.format.codecs import cv2
 from wai.format.conventions import CAMERA_MODELS, DEPTH_TYPE_OF_MODEL, PINHOLE, is_proper_rotation
@@ -438,7 +438,7 @@ def _decode(p: Path, ext: str, fmt: str, data: bytes | None) -> np.ndarray:
     assert data is not None
     buf = np.frombuffer(data, dtype=np.uint8)
     flags = cv2.IMREAD_COLOR_RGB if fmt == "image" else cv2.IMREAD_UNCHANGED
-    img = cv2.imdecode(buf, flags)
+    img = codecs.imdecode(buf, flags)  # the stored pixel grid (EXIF orientation ignored, reported above)
     if img is None:
         raise WaiError("OpenCV cannot decode it (truncated or corrupt file)")
     if fmt == "labels" and img.ndim == 3:
@@ -483,6 +483,14 @@ def _check_file(ctx: _SceneCtx, label: str, key: str, fmt: str, rel: Any, w: Any
                        f"{where} is truncated ({len(data)} bytes, no end marker); re-write it (a killed copy or "
                        "conversion?)")
         return None
+    if fmt != "depth":
+        orient = exif.exif_orientation(data)
+        if orient != 1:
+            msg = (f"{where} carries an EXIF orientation block ({f'orientation {orient}' if orient else 'unreadable'}"
+                   "): readers that honour it (MapAnything's cv2.imread, PIL's exif_transpose) turn or flip the "
+                   "image away from its depth and intrinsics, while wai reads the stored pixel grid; re-convert "
+                   "with this wai (copies drop the tag) or strip the EXIF block")
+            (ctx.sink.error if orient else ctx.sink.warning)(where, fld, "exif_orientation", msg)
     try:
         arr = _decode(p, ext, fmt, None if fmt == "depth" else data)
     except _DECODE_ERRORS as e:
