@@ -316,10 +316,17 @@ def test_bad_pcd(raw: Path, tmp_path: Path) -> None:
         _convert(root, tmp_path / "o")
 
 
-def test_missing_open3d_names_the_extra(raw: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ascii_pcd_needs_no_open3d_and_a_binary_one_names_the_extra(raw: Path, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    src = raw / "raw" / "train" / SCEN / fake.AGENTS[0] / "000069.pcd"
     monkeypatch.setitem(sys.modules, "open3d", None)
+    assert io.read_pcd(src).shape[1] == 4  # OPV2V's ASCII files: parsed by wai itself
+    text = src.read_text().split("DATA ascii\n")[0]
+    n = int(text.split("POINTS ")[1].split()[0])
+    binary = tmp_path / "b.pcd"
+    binary.write_bytes((text + "DATA binary\n").encode() + np.zeros((n, 4), "<f4").tobytes())
     with pytest.raises(MissingDependencyError, match=r"wai\[open3d\]"):
-        io.read_pcd(raw / "raw" / "train" / SCEN / fake.AGENTS[0] / "000069.pcd")
+        io.read_pcd(binary)
 
 
 def test_opv2v_h_depth_png_encoding(tmp_path: Path) -> None:
@@ -333,3 +340,25 @@ def test_opv2v_h_depth_png_encoding(tmp_path: Path) -> None:
     assert d.tolist() == [[0.0, 7.0, 0.0], [50.0, 1.0, 254.0]]  # metres; 0 and 255 = no data
     with pytest.raises(SourceLayoutError, match="000069_depth1.png"):
         io.read_camera_depth(p, (600, 800))
+
+
+def test_ascii_pcd_read_equals_open3d_bit_for_bit(tmp_path: Path) -> None:
+    # read_pcd parses OPV2V's ASCII PCDs once (Arrow, inside the raw check) instead of again with Open3D; its
+    # values must be what Open3D (OpenCOOD's pcd_to_np) reads: every intensity level, signs, odd magnitudes
+    o3d = pytest.importorskip("open3d")
+    rng = np.random.default_rng(3)
+    n = 2048
+    pts = np.concatenate([rng.normal(0, 40, (n - 4, 3)), [[0, 0, 0], [-0.0, 1e-30, -1e-7], [119.99, -0.5, 3.25],
+                                                           [1e-5, 2.5e-3, -99.5]]]).astype(np.float32)
+    inten = np.concatenate([np.arange(256) / 255.0, rng.random(n - 256)])
+    p = tmp_path / "x.pcd"
+    p.write_text(fake._pcd_text(pts, inten))
+    ours = io.read_pcd(p)
+    cloud = o3d.io.read_point_cloud(str(p), format="pcd")
+    ref = np.concatenate([np.asarray(cloud.points), np.asarray(cloud.colors)[:, :1]], axis=1).astype(np.float32)
+    assert ours.dtype == np.float32 and np.array_equal(ours, ref)
+    assert len(np.unique(ours[:, 3])) == 256
+    # a PCD without colours: intensity 0, as Open3D
+    q = tmp_path / "y.pcd"
+    q.write_text(p.read_text().replace("FIELDS x y z rgb", "FIELDS x y z intensity"))
+    assert np.array_equal(io.read_pcd(q)[:, 3], np.zeros(n, np.float32))
