@@ -352,12 +352,26 @@ def bench_memory(quick: bool, tmp: Path) -> dict:
     return out
 
 
+def _file_create_ms(workdir: str | None, n: int = 200) -> float:
+    """Milliseconds to create (``O_CREAT | O_EXCL``) and close one empty file in ``workdir``: every output file
+    of a conversion pays it once (atomic writes), so it tells how the filesystem weighs on the figures."""
+    with tempfile.TemporaryDirectory(prefix="wai-bench-fs-", dir=workdir) as d:
+        t = time.perf_counter()
+        for i in range(n):
+            os.close(os.open(os.path.join(d, f"f{i}"), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        return round(1000 * (time.perf_counter() - t) / n, 4)
+
+
 def main() -> None:
     """Run every benchmark and write the JSON."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer frames and repetitions (< 5 minutes on 2 cores)")
     ap.add_argument("--out", default=None, help="default: bench/results_quick.json (--quick) or bench/results.json")
     ap.add_argument("--sources", default=None, help="comma-separated sources (default: all registered with a fake)")
+    ap.add_argument("--workdir", default=None,
+                    help="folder for the fake data and outputs (default: the system's temporary folder); pick one "
+                         "on the kind of filesystem you convert onto: file creation costs differ by 20x between "
+                         "folders of the development VM (see file_create_ms in the output)")
     args = ap.parse_args()
     args.out = args.out or str(HERE / ("results_quick.json" if args.quick else "results.json"))
     from wai.converters import REGISTRY
@@ -367,12 +381,13 @@ def main() -> None:
     t0 = time.perf_counter()
     result: dict = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
-                    "opencv": cv2.__version__, "quick": args.quick},
+                    "opencv": cv2.__version__, "quick": args.quick,
+                    "file_create_ms": _file_create_ms(args.workdir)},
         "conversion": {},
     }
     result["lidar_projection"] = bench_projection(args.quick)
     print(json.dumps(result["lidar_projection"], indent=1), flush=True)
-    with tempfile.TemporaryDirectory() as d:
+    with tempfile.TemporaryDirectory(prefix="wai-bench-", dir=args.workdir) as d:
         tmp = Path(d)
         for s in sources:
             try:
