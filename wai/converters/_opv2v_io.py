@@ -321,7 +321,8 @@ def check_pcd(path: str | Path) -> None:
 def _packed_red(rgb: np.ndarray, typ: str) -> np.ndarray:
     """Red channel in [0, 1] of PCD ``rgb`` values (the bytes ``[B, G, R, 0]`` as a little-endian 4-byte
     number of PCD type ``typ``: ``F`` float32, ``U``/``I`` integer), as Open3D unpacks them: byte 2 / 255."""
-    bits = rgb.astype("<f4").view("<u4") if typ == "F" else rgb.astype(np.int64).astype("<u4")
+    with np.errstate(over="ignore", invalid="ignore"):  # out of float32 range: inf, as strtof gives
+        bits = rgb.astype("<f4").view("<u4") if typ == "F" else np.nan_to_num(rgb).astype(np.int64).astype("<u4")
     return ((bits >> 16) & 0xFF).astype(np.float64) / 255.0
 
 
