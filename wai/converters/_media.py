@@ -34,6 +34,7 @@ import numpy as np
 
 from wai.errors import SourceLayoutError, SourceNotFoundError, layout_error
 from wai.format.codecs import imdecode
+from wai.format.exif import JPEG_STANDALONE
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_SOI = b"\xff\xd8"
@@ -47,8 +48,6 @@ _PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}
 _PNG_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}
 #: JPEG start-of-frame markers (SOF0-SOF15 without DHT C4, JPG C8, DAC CC).
 _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-#: Markers without a length field (TEM, RST0-7); SOI/EOI are handled separately.
-_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
 #: How far the JPEG header walk may go before the first SOS (APPn segments are at most 64 KiB each).
 _MAX_JPEG_HEADER = 4 << 20
 
@@ -185,7 +184,7 @@ def _jpeg_segments(p: Path, what: str, fh: BinaryIO, head: bytes, size: int) -> 
         if marker == 0xFF:  # fill byte
             pos += 1
             continue
-        if marker in _STANDALONE:
+        if marker in JPEG_STANDALONE:
             pos += 2
             continue
         if marker in (0xD8, 0xD9, 0x00):

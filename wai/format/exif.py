@@ -22,8 +22,8 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _EXIF_ID = b"Exif\x00\x00"
 _ORIENTATION_TAG = 0x0112
 _SHORT = 3
-#: JPEG markers without a length field (TEM, RST0-7)
-_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
+#: JPEG markers without a length field (TEM, RST0-7); also used by the raw-media checks (wai.converters._media)
+JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
 
 
 def tiff_orientation(tiff: bytes) -> int:
@@ -58,7 +58,7 @@ def _jpeg_blocks(data: bytes) -> list[tuple[int, int, int]]:
         if marker == 0xFF:  # fill byte
             pos += 1
             continue
-        if marker in _STANDALONE:
+        if marker in JPEG_STANDALONE:
             pos += 2
             continue
         if marker == 0xDA or marker in (0xD8, 0xD9):  # SOS: entropy-coded data follows (or a malformed file)
@@ -122,4 +122,4 @@ def without_orientation(data: bytes) -> tuple[bytes, int]:
     return b"".join(parts), len(drop)
 
 
-__all__ = ["exif_orientation", "orientation_blocks", "tiff_orientation", "without_orientation"]
+__all__ = ["JPEG_STANDALONE", "exif_orientation", "orientation_blocks", "tiff_orientation", "without_orientation"]
