@@ -659,6 +659,16 @@ def test_non_utf8_input_path_converts(fakes: Callable[[str], Any], tmp_path: Pat
     assert written(tmp_path / "out", res) == written(tmp_path / "ref", ref)
 
 
+@pytest.mark.parametrize("name", sorted(FAKES))
+def test_fakes_write_into_a_non_utf8_folder(tmp_path: Path, name: str) -> None:
+    """The fakes (what `wai-demo DIR` writes) and the conversion write byte-safely: cv2.imwrite(str(path)) died
+    with SIGSEGV on a folder name that is not valid UTF-8."""
+    raw = Path(os.fsdecode(bytes(tmp_path) + b"/d\xe9mo_raw"))
+    FAKES[name][0](raw)
+    res = convert(name, raw, Path(os.fsdecode(bytes(tmp_path) + b"/d\xe9mo_out")))
+    assert res.ok and res.results, failures(res)
+
+
 def test_non_utf8_scene_folder_is_a_failed_scene(fakes: Callable[[str], Any], tmp_path: Path) -> None:
     root = copy_raw(fakes, "eth3d", tmp_path / "raw")
     os.rename(root / "botanical_garden", Path(os.fsdecode(bytes(root) + b"/botanical\xffgarden")))

@@ -21,6 +21,7 @@ import os
 
 os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")
 
+from collections.abc import Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import cv2  # noqa: E402  (must follow the environment variable)
@@ -62,6 +63,15 @@ def _encode(ext: str, img: np.ndarray, params: list[int], what: str) -> bytes:
     if not ok:
         raise SchemaError(f"OpenCV could not encode {what} as {ext} (array {img.dtype} {img.shape})")
     return buf.tobytes()
+
+
+def imwrite_bytes_safe(path: str | Path, img: np.ndarray, params: Sequence[int] = ()) -> Path:
+    """``cv2.imwrite`` for any path: encoded by the path's extension (OpenCV channel order, as ``imwrite``)
+    and written by Python, since ``cv2.imwrite(str(path))`` crashes the process on a name that is not valid
+    UTF-8 (the fakes' writer; outputs go through ``SceneWriter``'s atomic writes)."""
+    p = Path(path)
+    p.write_bytes(_encode(p.suffix.lower(), np.asarray(img), list(params), str(p)))
+    return p
 
 
 def encode_image(rgb: np.ndarray, ext: str = ".jpg", quality: int = JPEG_QUALITY) -> bytes:

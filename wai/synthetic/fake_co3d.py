@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from wai.format.cameras import Camera
-from wai.format.codecs import cv2
+from wai.format.codecs import cv2, imwrite_bytes_safe
 from wai.format.conventions import OPENCV_FROM_PYTORCH3D, invert_pose, rot_x, rot_z
 from wai.synthetic.raw_synthetic import FakeInfo
 from wai.synthetic.world import World, look_at
@@ -136,7 +136,7 @@ def make_fake(root: str | Path, n_frames: int = 3, seed: int = 0, scale: int = 1
             stem = f"frame{i + 1:06d}"
             number = i + 1 if real else i
             rel = f"{CATEGORY}/{seq}"
-            cv2.imwrite(str(cd / seq / "images" / f"{stem}.jpg"), r["rgb"][..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
+            imwrite_bytes_safe(cd / seq / "images" / f"{stem}.jpg", r["rgb"][..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
             depth = (r["depth"] * SCALE).astype(np.float32)
             valid = r["valid"].copy()
             valid[block] = False
@@ -144,11 +144,11 @@ def make_fake(root: str | Path, n_frames: int = 3, seed: int = 0, scale: int = 1
             for v, u, val in NONFINITE_PIXELS:
                 depth[v * k, u * k] = val
             bits = np.frombuffer(depth.astype(np.float16).tobytes(), np.uint16).reshape(depth.shape)
-            cv2.imwrite(str(cd / seq / "depths" / f"{stem}.jpg.geometric.png"), bits)
-            cv2.imwrite(str(cd / seq / "depth_masks" / f"{stem}.png"), valid.astype(np.uint8) * 255,
+            imwrite_bytes_safe(cd / seq / "depths" / f"{stem}.jpg.geometric.png", bits)
+            imwrite_bytes_safe(cd / seq / "depth_masks" / f"{stem}.png", valid.astype(np.uint8) * 255,
                         [cv2.IMWRITE_PNG_BILEVEL, 1])
             fg = cv2.blur((r["instance"] == car_inst).astype(np.float32), (3, 3))  # soft edges: Prob(fg)
-            cv2.imwrite(str(cd / seq / "masks" / f"{stem}.png"), np.round(fg * 255).astype(np.uint8))
+            imwrite_bytes_safe(cd / seq / "masks" / f"{stem}.png", np.round(fg * 255).astype(np.uint8))
             entry_meta = {"frame_type": "train_known", "frame_splits": [], "eval_batch_maps": []}
             if real:
                 entry_meta = {"frame_type": "dev_known", "eval_batch_maps": [],

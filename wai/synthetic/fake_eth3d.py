@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from wai.format.cameras import Camera
-from wai.format.codecs import cv2
+from wai.format.codecs import cv2, imwrite_bytes_safe
 from wai.format.conventions import invert_pose, make_pose, qvec_to_rotmat, rotmat_to_qvec
 from wai.synthetic.exif_blocks import exif_tiff, jpeg_with_exif
 from wai.synthetic.raw_synthetic import FakeInfo
@@ -288,7 +288,7 @@ def make_fake(root: str | Path, n_scenes: int = 2, n_images: int = 3, w: int = 2
                 mask[y0 : y0 + h // 5, x0 : x0 + w // 6] = 1  # e.g. a reflection: registration only
                 x0, y0 = int(rng.integers(w // 3, w - w // 5)), int(rng.integers(h // 3, h - h // 4))
                 mask[y0 : y0 + h // 4, x0 : x0 + w // 8] = 2  # e.g. a passer-by: no ground truth
-                cv2.imwrite(str(sd / "masks_for_images/dslr_images" / f"{names[i]}.png"), mask)
+                imwrite_bytes_safe(sd / "masks_for_images/dslr_images" / f"{names[i]}.png", mask)
                 gt = z_d.copy()
                 gt[mask == 2] = np.inf
                 gt[rng.random(gt.shape) < 0.03] = np.inf  # splatted scan points leave gaps

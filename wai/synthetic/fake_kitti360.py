@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from wai.format.cameras import Camera
-from wai.format.codecs import cv2
+from wai.format.codecs import imwrite_bytes_safe
 from wai.format.conventions import make_pose, orthonormalize, rot_z
 from wai.synthetic.lidar import simulate_lidar
 from wai.synthetic.raw_synthetic import FakeInfo
@@ -255,12 +255,12 @@ def make_fake(root: str | Path, n_frames: int = 8, no_pose_index: int = 3, n_val
         name = f"{f:010d}"
         for cam in ("00", "01"):
             r = truth.world.render(truth.camera, truth.cam_to_world[cam][f])
-            cv2.imwrite(str(raw / f"image_{cam}" / "data_rect" / f"{name}.png"), r["rgb"][..., ::-1])
+            imwrite_bytes_safe(raw / f"image_{cam}" / "data_rect" / f"{name}.png", r["rgb"][..., ::-1])
             if i > 0:  # the first frame has no semantic label map
                 labels = _LUT[r["semantic"]]
                 if building_ratios is not None and building_ratios[i] is not None:
                     labels = _set_building_ratio(labels, float(building_ratios[i]))
-                cv2.imwrite(str(sem / f"image_{cam}" / "semantic" / f"{name}.png"), labels)
+                imwrite_bytes_safe(sem / f"image_{cam}" / "semantic" / f"{name}.png", labels)
         scan = simulate_lidar(truth.world, truth.velo_to_world[f], n_channels=lidar_channels,
                               h_res_deg=lidar_h_res_deg, max_range=120.0)
         scan.astype("<f4").tofile(velo_dir / "data" / f"{name}.bin")

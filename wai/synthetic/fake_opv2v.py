@@ -27,7 +27,7 @@ import numpy as np
 import yaml
 
 from wai.format.cameras import Camera
-from wai.format.codecs import cv2
+from wai.format.codecs import imwrite_bytes_safe
 from wai.format.conventions import rot_x, rot_y, rot_z
 from wai.synthetic.lidar import simulate_lidar
 from wai.synthetic.raw_synthetic import FakeInfo
@@ -206,7 +206,7 @@ def make_fake(root: str | Path, n_scenes: int = 2, n_agents: int = 2, n_timestam
                 (ad / f"{ts}.pcd").write_text(_pcd_text(xyz, pts[:, 3]))
                 for i, c2w in enumerate(tr.cam_c2w):
                     r = world.render(cam, c2w)
-                    cv2.imwrite(str(ad / f"{ts}_camera{i}.png"), r["rgb"][..., ::-1])
+                    imwrite_bytes_safe(ad / f"{ts}_camera{i}.png", r["rgb"][..., ::-1])
                     if depth_root is not None:
                         dd = Path(depth_root) / split / sd.name / aid
                         dd.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from wai.format.cameras import Camera
-from wai.format.codecs import cv2
+from wai.format.codecs import cv2, imwrite_bytes_safe
 from wai.format.conventions import invert_pose, make_pose
 from wai.synthetic.raw_synthetic import FakeInfo
 from wai.synthetic.trajectories import street_drive
@@ -111,13 +111,13 @@ def make_fake(root: str | Path, n_frames: int = 3, w: int = 310, h: int = 94, se
             paths = {k: vd / "frames" / k / sub for k in ("rgb", "depth", "classSegmentation", "instanceSegmentation")}
             for p in paths.values():
                 p.mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(paths["rgb"] / f"rgb_{frame:05d}.jpg"), r["rgb"][..., ::-1],
+            imwrite_bytes_safe(paths["rgb"] / f"rgb_{frame:05d}.jpg", r["rgb"][..., ::-1],
                         [cv2.IMWRITE_JPEG_QUALITY, 95])
             cm = np.clip(np.round(r["depth"].astype(np.float64) * 100.0), 1, 65534).astype(np.uint16)
             cm[~r["valid"]] = 65535  # sky is saturated
-            cv2.imwrite(str(paths["depth"] / f"depth_{frame:05d}.png"), cm)
-            cv2.imwrite(str(paths["classSegmentation"] / f"classgt_{frame:05d}.png"), lut[r["semantic"]][..., ::-1])
-            cv2.imwrite(str(paths["instanceSegmentation"] / f"instancegt_{frame:05d}.png"),
+            imwrite_bytes_safe(paths["depth"] / f"depth_{frame:05d}.png", cm)
+            imwrite_bytes_safe(paths["classSegmentation"] / f"classgt_{frame:05d}.png", lut[r["semantic"]][..., ::-1])
+            imwrite_bytes_safe(paths["instanceSegmentation"] / f"instancegt_{frame:05d}.png",
                         np.where(r["semantic"] == CLASSES["car"], r["instance"] % 255, 0).astype(np.uint8))
             intr.append(" ".join([str(frame), str(cid)] + [_fmt(v) for v in (cam.fl_x, cam.fl_y, cam.cx, cam.cy)]))
             w2c = invert_pose(c2w)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from wai.format.cameras import Camera
-from wai.format.codecs import cv2
+from wai.format.codecs import imwrite_bytes_safe
 from wai.synthetic.trajectories import street_drive
 from wai.synthetic.world import World
 
@@ -49,9 +49,9 @@ def make_fake(root: str | Path, n_scenes: int = 2, n_frames: int = 3, w: int = 9
         for i, pose in enumerate(street_drive(n_frames, start_x=-6.0 + 3 * s, seed=seed + s)):
             fname = f"{i:06d}"
             r = world.render(cam, pose)
-            cv2.imwrite(str(sd / "rgb" / f"{fname}.png"), r["rgb"][..., ::-1])
+            imwrite_bytes_safe(sd / "rgb" / f"{fname}.png", r["rgb"][..., ::-1])
             np.save(sd / "depth" / f"{fname}.npy", r["depth"].astype(np.float32))
-            cv2.imwrite(str(sd / "semantic" / f"{fname}.png"), r["semantic"])
+            imwrite_bytes_safe(sd / "semantic" / f"{fname}.png", r["semantic"])
             vals = " ".join(f"{v:.9g}" for v in pose[:3].ravel())
             lines.append(f"{fname} {w} {h} {cam.fl_x:.9g} {cam.fl_y:.9g} {cam.cx:.9g} {cam.cy:.9g} {vals}")
         (sd / "cameras.txt").write_text("\n".join(lines) + "\n")
