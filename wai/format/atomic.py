@@ -94,11 +94,6 @@ def write_npy(path: str | Path, arr: np.ndarray) -> Path:
     return write_bytes(path, buf.getvalue())
 
 
-def copy_file(src: str | Path, dst: str | Path) -> Path:
-    """Copy a file atomically (read fully, then ``write_bytes``)."""
-    return write_bytes(dst, Path(src).read_bytes())
-
-
 def read_json_object(path: str | Path) -> dict[str, Any]:
     """A JSON object file as a dict; {} when it is missing, unreadable or not a JSON object (state files that
     a later write replaces whole, so a bad one is treated as absent)."""
