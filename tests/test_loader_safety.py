@@ -213,3 +213,19 @@ def test_corrupt_frame_file_is_named_not_a_crash(tmp_path):
     (scene / fr["depth"]).write_bytes(b"\x76\x2f\x31\x01" + b"\x00" * 64)  # EXR magic, then garbage
     with pytest.raises(SchemaError, match=rf"{fr['depth'].split('/')[-1]}: could not decode depth"):
         WAIDataset(root, **KW)[0]
+
+
+def test_truncated_image_is_refused_not_decoded_grey(tmp_path):
+    # OpenCV decodes a JPEG cut short without an error (the missing rows grey): the loader checks the end marker,
+    # as wai-validate does, and names the file
+    root = tmp_path / "root"
+    scene = _scene(root)
+    fr = json.loads((scene / "scene_meta.json").read_text())["frames"][0]
+    p = scene / fr["image"]
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) * 3 // 4])
+    from wai.format.codecs import cv2
+
+    assert cv2.imread(str(p)) is not None  # what a plain reader does with it
+    with pytest.raises(SchemaError, match=rf"{p.name}: image file is truncated .*re-write or re-copy it"):
+        WAIDataset(root, **KW)[0]

@@ -127,6 +127,36 @@ def encode_labels(labels: np.ndarray) -> bytes:
     return _encode(".png", np.ascontiguousarray(lab), [cv2.IMWRITE_PNG_COMPRESSION, PNG_LEVEL], "label map")
 
 
+def is_truncated(data: bytes, ext: str) -> bool:
+    """True when a JPEG has no end-of-image marker after its last scan, or a PNG no ``IEND`` chunk at its end
+    (files whose first bytes are not the extension's format are left to the decoder).
+
+    OpenCV decodes a truncated JPEG without an error (the missing rows come out grey, with a warning on
+    stderr), so readers check this before decoding; a truncated PNG or EXR fails to decode on its own.
+    """
+    if ext in (".jpg", ".jpeg") and data[:2] == b"\xff\xd8":
+        sos = data.rfind(b"\xff\xda")
+        return sos < 0 or data.rfind(b"\xff\xd9") < sos
+    if ext == ".png" and data[:8] == b"\x89PNG\r\n\x1a\n":
+        iend = data.rfind(b"IEND")
+        return iend < 0 or iend + 8 > len(data)
+    return False  # not what the extension says (or another format): the decoder reports it
+
+
+def read_bytes(path: str | Path, what: str = "file") -> bytes:
+    """The bytes of ``path``, read with Python's own file API (byte-safe paths; see ``read_file_bytes``)."""
+    p = Path(path)
+    try:
+        with open(p, "rb") as fh:
+            return fh.read()
+    except FileNotFoundError as e:
+        raise SceneNotFoundError(f"missing {what} file: {p}") from e
+    except IsADirectoryError as e:
+        raise SchemaError(f"{p}: expected a {what} file, found a directory") from e
+    except OSError as e:
+        raise SchemaError(f"{p}: cannot read {what} ({e.strerror or e})") from e
+
+
 def read_file_bytes(path: str | Path, what: str = "file") -> np.ndarray:
     """The bytes of ``path`` as a uint8 array, read with Python's own file API.
 
@@ -134,16 +164,7 @@ def read_file_bytes(path: str | Path, what: str = "file") -> np.ndarray:
     bytes as surrogate escapes, which ``cv2.imread(str(path))`` cannot take: it crashes the process).
     Raises ``SceneNotFoundError`` when the file is missing and ``SchemaError`` naming it when it cannot be read.
     """
-    p = Path(path)
-    try:
-        with open(p, "rb") as fh:
-            return np.frombuffer(fh.read(), dtype=np.uint8)
-    except FileNotFoundError as e:
-        raise SceneNotFoundError(f"missing {what} file: {p}") from e
-    except IsADirectoryError as e:
-        raise SchemaError(f"{p}: expected a {what} file, found a directory") from e
-    except OSError as e:
-        raise SchemaError(f"{p}: cannot read {what} ({e.strerror or e})") from e
+    return np.frombuffer(read_bytes(path, what), dtype=np.uint8)
 
 
 def imdecode(buf: np.ndarray | bytes, flags: int) -> np.ndarray | None:
@@ -158,12 +179,34 @@ def imdecode(buf: np.ndarray | bytes, flags: int) -> np.ndarray | None:
         return None
 
 
-def imread_bytes_safe(path: str | Path, flags: int, what: str = "image") -> np.ndarray | None:
-    """Decode the file at ``path`` (read by Python, decoded from memory), or None if OpenCV cannot decode it.
+def imread_bytes_safe(path: str | Path, flags: int, what: str = "image", where: str = "") -> np.ndarray | None:
+    """Decode the file at ``path``, or None if OpenCV cannot decode it. Use this instead of
+    ``cv2.imread(str(path))`` everywhere: any path works (see ``read_file_bytes``).
 
-    Use this instead of ``cv2.imread(str(path))`` everywhere: see ``read_file_bytes``.
+    JPEG and PNG are read by Python, checked complete (``is_truncated``: OpenCV decodes a JPEG cut short
+    without an error) and decoded from memory. OpenCV decodes EXR bytes only through a temporary file in
+    ``$TMPDIR`` (0.3-0.8 ms more per map here): an EXR at an ASCII path goes to ``cv2.imread`` instead.
+    Raises ``SceneNotFoundError`` when the file is missing and ``SchemaError`` when it is truncated, naming the
+    file and ``where`` (e.g. the frame that points to it).
     """
-    return imdecode(read_file_bytes(path, what), flags)
+    p = os.fspath(path)
+    at = f" ({where})" if where else ""
+    ext = os.path.splitext(p)[1].lower()
+    if ext == ".exr" and p.isascii():
+        if not os.path.isfile(p):
+            raise SceneNotFoundError(f"missing {what} file: {p}{at}")
+        try:
+            return cv2.imread(p, flags)
+        except cv2.error:  # raised (instead of returning None) on some malformed headers
+            return None
+    try:
+        data = read_bytes(p, what)
+    except SceneNotFoundError as e:
+        raise SceneNotFoundError(f"missing {what} file: {p}{at}") from e
+    if is_truncated(data, ext):
+        raise SchemaError(f"{p}: {what} file is truncated ({len(data)} bytes, no end marker){at}; re-write or "
+                          "re-copy it")
+    return imdecode(data, flags)
 
 
 def _imread(path: str | Path, flags: int, what: str) -> np.ndarray:

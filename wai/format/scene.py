@@ -312,7 +312,7 @@ class SceneWriter:
             img_rel = self._path("image", frame_name, ".jpg" if ext == ".jpeg" else ext)
             # an EXIF orientation would make orientation-honouring readers (MapAnything's cv2.imread) turn the
             # image away from its calibration: dropped from the copy, pixels untouched (wai.format.exif)
-            data, n_exif = exif.without_orientation(codecs.read_file_bytes(src, "image").tobytes())
+            data, n_exif = exif.without_orientation(codecs.read_bytes(src, "image"))
             if n_exif:
                 self.exif_orientation_removed += 1
             atomic.write_bytes(self.dir / img_rel, data)

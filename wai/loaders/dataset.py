@@ -75,25 +75,9 @@ _VEHICLES = ("car", "truck", "bus", "caravan", "trailer", "train", "motorcycle",
 LABEL_WEIGHT_PRESETS: dict[str, dict[str, float]] = {
     "kitti360": {"building": 2.0, "window": 2.0, "road": 0.7, "sky": 0.2, **{v: 0.5 for v in _VEHICLES}},
 }
-#: the stored pixel grid, whatever an EXIF orientation tag says (``wai.format.exif``), as ``codecs.imdecode``
-_IMREAD_FLAGS = {"image": codecs.cv2.IMREAD_COLOR_RGB | codecs.cv2.IMREAD_IGNORE_ORIENTATION,
-                 "depth": codecs.cv2.IMREAD_UNCHANGED}
+#: decoded with ``codecs.imdecode`` (the stored pixel grid, whatever an EXIF orientation tag says)
+_IMREAD_FLAGS = {"image": codecs.cv2.IMREAD_COLOR_RGB, "depth": codecs.cv2.IMREAD_UNCHANGED}
 _CAMERA_MODEL_RE = re.compile(rb'"camera_model"\s*:\s*"([A-Za-z_]+)"')
-
-
-def _imread(path: str, flags: int, what: str) -> np.ndarray | None:
-    """Decode the file at ``path``, or None when OpenCV cannot (corrupt, wrong format).
-
-    ``cv2.imread`` takes the path as UTF-8 and cannot open a name with undecodable bytes (Python holds them as
-    surrogate escapes); any non-ASCII path is therefore read by Python (``codecs.imread_bytes_safe``) and
-    decoded from memory, the same pixels. A missing file raises ``SceneNotFoundError`` there.
-    """
-    if not path.isascii():
-        return codecs.imread_bytes_safe(path, flags, what)
-    try:
-        return codecs.cv2.imread(path, flags)
-    except codecs.cv2.error:  # OpenCV raises (instead of returning None) on some malformed headers
-        return None
 
 
 def _is_seq(x: Any) -> bool:
@@ -789,11 +773,9 @@ class WAIDataset(torch.utils.data.Dataset):
         flags = _IMREAD_FLAGS.get(fmt)
         if flags is None:
             arr = codecs.decode(path, fmt)
-        else:  # the codecs' readers without their extra stat (the path was just checked)
-            arr = _imread(path, flags, name)
+        else:  # any path; JPEG/PNG checked complete (see codecs.imread_bytes_safe)
+            arr = codecs.imread_bytes_safe(path, flags, name, f"{scene.path / SCENE_META} [frames[{i}]]")
             if arr is None:
-                if not os.path.isfile(path):
-                    raise SceneNotFoundError(f"missing {name} file: {path} ({scene.path / SCENE_META} [frames[{i}]])")
                 raise SchemaError(f"{path}: could not decode {name} (corrupt file or wrong extension)")
             if fmt == "depth":
                 arr = (arr[..., 0] if arr.ndim == 3 else arr).astype(np.float32, copy=False)

@@ -410,17 +410,6 @@ def _check_intrinsics(ctx: _SceneCtx, label: str, fr: dict[str, Any], default_mo
     return cam
 
 
-def _truncated(ext: str, data: bytes) -> bool:
-    """True when a JPEG has no end-of-image marker after its last scan, or a PNG has no IEND chunk."""
-    if ext in (".jpg", ".jpeg"):
-        sos = data.rfind(b"\xff\xda")
-        return sos < 0 or data.rfind(b"\xff\xd9") < sos
-    if ext == ".png":
-        iend = data.rfind(b"IEND")
-        return iend < 0 or iend + 8 > len(data)
-    return False
-
-
 def _decode(p: Path, ext: str, fmt: str, data: bytes | None) -> np.ndarray:
     """Decode a whole file (``data`` = its bytes, except for EXR depth, read by path as OpenCV needs)."""
     if fmt == "numpy":
@@ -478,7 +467,7 @@ def _check_file(ctx: _SceneCtx, label: str, key: str, fmt: str, rel: Any, w: Any
         ctx.sink.error(where, fld, "extension_mismatch",
                        f"{where}: content does not match its extension {ext!r}; re-encode it or fix the extension")
         return None
-    if fmt != "depth" and _truncated(ext, data):
+    if fmt != "depth" and codecs.is_truncated(data, ext):
         ctx.sink.error(where, fld, "decode_failed",
                        f"{where} is truncated ({len(data)} bytes, no end marker); re-write it (a killed copy or "
                        "conversion?)")
