@@ -83,3 +83,20 @@ def test_read_errors_name_the_file(tmp_path: Path) -> None:
     bad.write_bytes(b"not a png")
     with pytest.raises(SchemaError, match="bad.png: could not decode"):
         codecs.read_image(bad)
+
+
+def test_is_truncated_follows_the_validators_rule() -> None:
+    img = (np.arange(48 * 64 * 3) % 251).astype(np.uint8).reshape(48, 64, 3)
+    jpg = codecs.encode_image(img, ".jpg")
+    png = codecs.encode_image(img, ".png")
+    for ok in (jpg, jpg + b"\x00" * 100, jpg + b"trailing data after EOI", png):
+        assert not codecs.is_truncated(ok, ".png" if ok.startswith(b"\x89PNG") else ".jpg")
+    for cut in (jpg[:-1], jpg[: len(jpg) // 2], jpg[:-2] + b"\x00" * 80):
+        assert codecs.is_truncated(cut, ".jpg")
+    assert codecs.is_truncated(png[:-12], ".png")
+    assert not codecs.is_truncated(b"not a png", ".png")  # another format: left to the decoder
+    # what makes the check necessary: OpenCV decodes a JPEG cut short without an error (missing rows grey)
+    big = codecs.encode_image(np.random.default_rng(0).integers(0, 256, (240, 320, 3), dtype=np.uint8), ".jpg")
+    cut = big[: len(big) * 3 // 4]
+    assert codecs.is_truncated(cut, ".jpg")
+    assert codecs.cv2.imdecode(np.frombuffer(cut, np.uint8), codecs.cv2.IMREAD_COLOR) is not None

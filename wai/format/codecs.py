@@ -135,6 +135,8 @@ def is_truncated(data: bytes, ext: str) -> bool:
     stderr), so readers check this before decoding; a truncated PNG or EXR fails to decode on its own.
     """
     if ext in (".jpg", ".jpeg") and data[:2] == b"\xff\xd8":
+        if data[-64:].rstrip(b"\x00").endswith(b"\xff\xd9"):  # the usual end: no need to scan the whole file
+            return False
         sos = data.rfind(b"\xff\xda")
         return sos < 0 or data.rfind(b"\xff\xd9") < sos
     if ext == ".png" and data[:8] == b"\x89PNG\r\n\x1a\n":
