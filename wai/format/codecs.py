@@ -131,8 +131,8 @@ def is_truncated(data: bytes, ext: str) -> bool:
     """True when a JPEG has no end-of-image marker after its last scan, or a PNG no ``IEND`` chunk at its end
     (files whose first bytes are not the extension's format are left to the decoder).
 
-    OpenCV decodes a truncated JPEG without an error (the missing rows come out grey, with a warning on
-    stderr), so readers check this before decoding; a truncated PNG or EXR fails to decode on its own.
+    ``cv2.imread`` decodes a JPEG file cut short without an error (the missing rows come out grey, with a warning
+    on stderr), so readers check this before decoding; a truncated PNG or EXR fails to decode on its own.
     """
     if ext in (".jpg", ".jpeg") and data[:2] == b"\xff\xd8":
         if data[-64:].rstrip(b"\x00").endswith(b"\xff\xd9"):  # the usual end: no need to scan the whole file
@@ -185,8 +185,8 @@ def imread_bytes_safe(path: str | Path, flags: int, what: str = "image", where: 
     """Decode the file at ``path``, or None if OpenCV cannot decode it. Use this instead of
     ``cv2.imread(str(path))`` everywhere: any path works (see ``read_file_bytes``).
 
-    JPEG and PNG are read by Python, checked complete (``is_truncated``: OpenCV decodes a JPEG cut short
-    without an error) and decoded from memory. OpenCV decodes EXR bytes only through a temporary file in
+    JPEG and PNG are read by Python, checked complete (``is_truncated``: ``cv2.imread`` decodes a JPEG cut
+    short without an error) and decoded from memory. OpenCV decodes EXR bytes only through a temporary file in
     ``$TMPDIR`` (0.3-0.8 ms more per map here): an EXR at an ASCII path goes to ``cv2.imread`` instead.
     Raises ``SceneNotFoundError`` when the file is missing and ``SchemaError`` when it is truncated, naming the
     file and ``where`` (e.g. the frame that points to it).
