@@ -127,6 +127,12 @@ def test_validator_reports_a_tagged_output_image(tmp_path: Path) -> None:
     p.write_bytes(jpeg_with_exif(p.read_bytes(), exif_tiff(6)))
     errs = [i for i in validate(scene, geometry=False).errors if i.code == "exif_orientation"]
     assert len(errs) == 1 and "orientation 6" in errs[0].message and "MapAnything" in errs[0].message
+    # a block whose orientation cannot be read: a warning (a reader may or may not find a tag in it)
+    p.write_bytes(jpeg_with_exif(_jpeg(_pattern()), exif_tiff(9)))
+    rep = validate(scene, geometry=False)
+    assert not [i for i in rep.errors if i.code == "exif_orientation"]
+    warns = [i for i in rep.warnings if i.code == "exif_orientation"]
+    assert len(warns) == 1 and "unreadable" in warns[0].message
 
 
 def test_eth3d_source_image_with_a_tag_converts_to_the_stored_grid(tmp_path: Path) -> None:
