@@ -34,10 +34,8 @@ import numpy as np
 
 from wai.errors import SourceLayoutError, SourceNotFoundError, layout_error
 from wai.format.codecs import imdecode
-from wai.format.exif import JPEG_STANDALONE
+from wai.format.exif import JPEG_SOI, JPEG_STANDALONE, PNG_SIGNATURE
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-JPEG_SOI = b"\xff\xd8"
 JPEG_EOI = b"\xff\xd9"
 #: Largest image side accepted from a header (pixels). The largest real source image is 6220x4141 (ETH3D).
 MAX_IMAGE_SIDE = 32768

@@ -28,6 +28,7 @@ import cv2  # noqa: E402  (must follow the environment variable)
 import numpy as np  # noqa: E402
 
 from wai.errors import SceneNotFoundError, SchemaError  # noqa: E402
+from wai.format.exif import JPEG_SOI, PNG_SIGNATURE  # noqa: E402
 
 __all__ = [
     "cv2",
@@ -134,12 +135,12 @@ def is_truncated(data: bytes, ext: str) -> bool:
     ``cv2.imread`` decodes a JPEG file cut short without an error (the missing rows come out grey, with a warning
     on stderr), so readers check this before decoding; a truncated PNG or EXR fails to decode on its own.
     """
-    if ext in (".jpg", ".jpeg") and data[:2] == b"\xff\xd8":
+    if ext in (".jpg", ".jpeg") and data[:2] == JPEG_SOI:
         if data[-64:].rstrip(b"\x00").endswith(b"\xff\xd9"):  # the usual end: no need to scan the whole file
             return False
         sos = data.rfind(b"\xff\xda")
         return sos < 0 or data.rfind(b"\xff\xd9") < sos
-    if ext == ".png" and data[:8] == b"\x89PNG\r\n\x1a\n":
+    if ext == ".png" and data[:8] == PNG_SIGNATURE:
         iend = data.rfind(b"IEND")
         return iend < 0 or iend + 8 > len(data)
     return False  # not what the extension says (or another format): the decoder reports it

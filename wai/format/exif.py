@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import struct
 
-_JPEG_SOI = b"\xff\xd8"
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: The first bytes of every JPEG (start of image) and PNG file (also used by wai.format.codecs and the raw-media
+#: checks of wai.converters._media).
+JPEG_SOI = b"\xff\xd8"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _EXIF_ID = b"Exif\x00\x00"
 _ORIENTATION_TAG = 0x0112
 _SHORT = 3
@@ -94,9 +96,9 @@ def _png_blocks(data: bytes) -> list[tuple[int, int, int]]:
 def orientation_blocks(data: bytes) -> list[tuple[int, int, int]]:
     """``(start, end, orientation)`` of every EXIF block of a JPEG or PNG file's bytes (orientation 1 when the
     block has no orientation tag, 0 when it cannot be read); ``[]`` for other formats."""
-    if data[:2] == _JPEG_SOI:
+    if data[:2] == JPEG_SOI:
         return _jpeg_blocks(data)
-    if data[:8] == _PNG_SIGNATURE:
+    if data[:8] == PNG_SIGNATURE:
         return _png_blocks(data)
     return []
 
@@ -122,4 +124,5 @@ def without_orientation(data: bytes) -> tuple[bytes, int]:
     return b"".join(parts), len(drop)
 
 
-__all__ = ["JPEG_STANDALONE", "exif_orientation", "orientation_blocks", "tiff_orientation", "without_orientation"]
+__all__ = ["JPEG_SOI", "JPEG_STANDALONE", "PNG_SIGNATURE", "exif_orientation", "orientation_blocks", "tiff_orientation",
+           "without_orientation"]
