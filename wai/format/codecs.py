@@ -196,12 +196,13 @@ def imread_bytes_safe(path: str | Path, flags: int, what: str = "image", where: 
     at = f" ({where})" if where else ""
     ext = os.path.splitext(p)[1].lower()
     if ext == ".exr" and p.isascii():
-        if not os.path.isfile(p):
-            raise SceneNotFoundError(f"missing {what} file: {p}{at}")
         try:
-            return cv2.imread(p, flags)
+            img = cv2.imread(p, flags)
         except cv2.error:  # raised (instead of returning None) on some malformed headers
-            return None
+            img = None
+        if img is None and not os.path.isfile(p):  # stat only on failure: this is the loader's hot path
+            raise SceneNotFoundError(f"missing {what} file: {p}{at}")
+        return img
     try:
         data = read_bytes(p, what)
     except SceneNotFoundError as e:
