@@ -147,19 +147,13 @@ def _copied_images(raw: Path, out: Path) -> tuple[set[Path], set[Path]]:
 
 
 def _parse_ascii_pcd(path: Path) -> np.ndarray:
-    """The values of an ASCII PCD, parsed by the fastest reader at hand (Arrow's CSV parser: 2.9x faster than
-    ``np.loadtxt`` and 5x faster than Open3D on a 28.6k-point fake OPV2V scan), without any check."""
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
+    """The values of an ASCII PCD, parsed as the OPV2V converter parses them (Arrow's CSV parser: 2.9x faster
+    than ``np.loadtxt`` and 5x faster than Open3D on a 28.6k-point fake OPV2V scan), without its checks."""
+    from wai.converters._opv2v_io import parse_ascii_rows
 
-    data = path.read_bytes()
-    head, _, body = data.partition(b"DATA ascii\n")
+    head, _, body = path.read_bytes().partition(b"DATA ascii\n")
     n_fields = len(next(ln for ln in head.splitlines() if ln.startswith(b"FIELDS")).split()) - 1
-    names = [f"f{i}" for i in range(n_fields)]
-    table = pacsv.read_csv(pa.py_buffer(body), read_options=pacsv.ReadOptions(column_names=names, use_threads=False),
-                           parse_options=pacsv.ParseOptions(delimiter=" "),
-                           convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.float64())))
-    return np.column_stack([c.to_numpy() for c in table.columns])
+    return parse_ascii_rows(body, n_fields)
 
 
 def _decode_raw_seconds(raw: Path, skip: set[Path]) -> float:

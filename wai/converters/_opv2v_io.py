@@ -229,7 +229,7 @@ def camera_image_path(agent_dir: Path, ts: str, i: int) -> Path:
 # --- LiDAR ---------------------------------------------------------------------------------------------
 
 
-def _pcd_header(path: Path) -> tuple[dict[str, str], np.ndarray | None]:
+def _parse_pcd(path: Path) -> tuple[dict[str, str], np.ndarray | None]:
     """The header of a PCD file (keys upper-case), checked for the fields OPV2V writes and for a complete
     data section (Open3D fills a truncated one with garbage instead of failing), and for ``DATA ascii`` the
     parsed values (float64 ``[N, n_fields]``, checked by ``_ascii_values``; None for binary data)."""
@@ -280,29 +280,41 @@ def _pcd_header(path: Path) -> tuple[dict[str, str], np.ndarray | None]:
     return header, values
 
 
-def _ascii_values(path: Path, body: bytes, n: int, n_fields: int) -> np.ndarray:
-    """The float64 ``[n, n_fields]`` values of an ASCII data section, checked: every value a number, ``n`` rows
-    of ``n_fields`` (Open3D reads a malformed token as garbage instead of failing); x, y, z finite and plausible.
+def parse_ascii_rows(body: bytes, n_fields: int) -> np.ndarray:
+    """float64 ``[rows, n_fields]`` of space-separated numbers, one row per line (a PCD's ASCII data section).
+
+    Arrow's C++ CSV parser (pyarrow is a core dependency): strict (a malformed token or a row with another
+    number of values raises ``pyarrow.ArrowInvalid``), correctly rounded like strtod, and ~4x faster than
+    Open3D's reader. No other check: see ``_ascii_values``.
     """
-    # Arrow's C++ CSV parser (pyarrow is a core dependency): strict (a malformed token or a row with another
-    # number of values is an error), correctly rounded like strtod, and ~4x faster than Open3D's reader.
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
     names = [f"f{i}" for i in range(n_fields)]
+    table = pacsv.read_csv(
+        pa.py_buffer(body),
+        read_options=pacsv.ReadOptions(column_names=names, use_threads=False),
+        parse_options=pacsv.ParseOptions(delimiter=" "),
+        convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.float64())))
+    if table.num_rows == 0:
+        return np.zeros((0, n_fields))
+    return np.column_stack([table.column(i).to_numpy() for i in range(n_fields)])
+
+
+def _ascii_values(path: Path, body: bytes, n: int, n_fields: int) -> np.ndarray:
+    """The float64 ``[n, n_fields]`` values of an ASCII data section, checked: every value a number, ``n`` rows
+    of ``n_fields`` (Open3D reads a malformed token as garbage instead of failing); x, y, z finite and plausible.
+    """
+    import pyarrow as pa
+
     try:
-        table = pacsv.read_csv(
-            pa.py_buffer(body),
-            read_options=pacsv.ReadOptions(column_names=names, use_threads=False),
-            parse_options=pacsv.ParseOptions(delimiter=" "),
-            convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.float64())))
+        vals = parse_ascii_rows(body, n_fields)
     except (pa.ArrowInvalid, ValueError) as e:
         raise layout_error(path, f"ascii data section is malformed ({str(e).splitlines()[0]}); expected {n} rows "
                                  f"of {n_fields} numbers", key="DATA") from e
-    if table.num_rows != n:
-        raise layout_error(path, f"ascii data section has {table.num_rows} rows; POINTS says {n} (a damaged row?)",
+    if len(vals) != n:
+        raise layout_error(path, f"ascii data section has {len(vals)} rows; POINTS says {n} (a damaged row?)",
                            key="DATA")
-    vals = np.column_stack([table.column(i).to_numpy() for i in range(n_fields)]) if n else np.zeros((0, n_fields))
     xyz = vals[:, :3]
     if not np.isfinite(xyz).all():
         k = int(np.flatnonzero(~np.isfinite(xyz).all(axis=1))[0])
@@ -315,7 +327,7 @@ def _ascii_values(path: Path, body: bytes, n: int, n_fields: int) -> np.ndarray:
 
 def check_pcd(path: str | Path) -> None:
     """Raise ``SourceLayoutError`` naming the file if the PCD's header or data section is malformed."""
-    _pcd_header(require_file(path, "LiDAR point cloud (.pcd)"))
+    _parse_pcd(require_file(path, "LiDAR point cloud (.pcd)"))
 
 
 def _packed_red(rgb: np.ndarray, typ: str) -> np.ndarray:
@@ -333,7 +345,7 @@ def read_pcd(path: str | Path) -> np.ndarray:
     ASCII file (what OPV2V ships) is parsed once, by the check itself; a binary one through Open3D.
     """
     p = require_file(path, "LiDAR point cloud (.pcd)")
-    header, values = _pcd_header(p)
+    header, values = _parse_pcd(p)
     fields = header["FIELDS"].split()
     # Open3D makes colours of an `rgb`/`rgba` field only (any other field is not intensity to it)
     col = next((k for k, f in enumerate(fields) if f in ("rgb", "rgba")), None)
@@ -426,5 +438,5 @@ __all__ = [
     "CAMERA_NAMES", "N_CAMERAS", "SPLITS", "CameraMeta", "FrameMeta", "SourceLayoutError", "agent_problem",
     "camera_image_path", "check_image", "check_pcd", "find_camera_depth", "is_agent_dir", "is_agent_name",
     "is_scenario_dir", "list_agents", "list_timestamps", "load_yaml", "parse_frame_yaml", "read_camera_depth",
-    "read_pcd", "verify_camera_image",
+    "parse_ascii_rows", "read_pcd", "verify_camera_image",
 ]
