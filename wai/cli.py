@@ -20,6 +20,7 @@ import logging
 import os
 import sys
 import typing
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
@@ -198,10 +199,9 @@ def _make_source_command(name: str) -> click.Command:
         click.echo(f"{name}: {len(done)} scene(s) converted ({sum(r.n_frames for r in done)} frames, "
                    f"{sum(r.n_dropped for r in done)} dropped), {len(empty)} empty (every frame dropped), "
                    f"{len(complete)} already complete, {len(result.failed)} failed -> {output}")
-        dropped: dict[str, int] = {}
+        dropped: Counter[str] = Counter()
         for r in done:
-            for reason, n in r.drop_reasons.items():
-                dropped[reason] = dropped.get(reason, 0) + n
+            dropped.update(r.drop_reasons)
         if dropped:
             click.echo(f"  dropped frames in converted scenes: {format_counts(dropped)} (frame by frame: "
                        f"{output}/_meta/coverage.parquet, or `wai-report {output}`)")
